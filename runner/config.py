@@ -1,0 +1,297 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore.
+
+The YAML files in conf/ extend these dataclasses (``defaults: [/schema/GROUP/NAME@_here_, _self_]``), so a misspelt
+key is rejected by OmegaConf instead of being silently ignored, which is the fairseq failure this project exists to fix.
+Field names follow fairseq's so that its users recognise them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO_ROOT / "conf"
+
+
+# --------------------------------------------------------------------------------------------------------- trainer
+@dataclass
+class CommonConfig:
+    """Process-wide settings: seeding, precision, logging."""
+
+    seed: int = 1
+    bf16: bool = False  # bf16 autocast for forward/backward; master weights stay fp32
+    cpu: bool = False  # force the CPU even when a GPU is present
+    threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
+    log_interval: int = 100  # updates between plain log lines (and JSON-lines records)
+    log_format: str = "auto"  # auto (tqdm on a terminal, plain otherwise) | tqdm | simple | none
+    meters_file: str = "${hydra:runtime.output_dir}/meters.jsonl"
+
+
+@dataclass
+class DatasetConfig:
+    """Batching and validation cadence (fairseq's dataset section)."""
+
+    max_tokens: Optional[int] = 4096  # batch size x longest example in the batch stays under this
+    batch_size: Optional[int] = None  # at most this many sentences per batch
+    required_batch_size_multiple: int = 1  # batch sizes rounded down to a multiple; a remainder batch is kept
+    train_subset: str = "train"
+    valid_subset: str = "valid"
+    skip_invalid_size_inputs_valid_test: bool = False  # skip over-long valid/test examples instead of failing
+    validate_interval: int = 1  # validate every N epochs
+    validate_interval_updates: int = 0  # and every N updates (0: off)
+    disable_validation: bool = False
+
+
+@dataclass
+class OptimizationConfig:
+    """When to stop and how to turn gradients into updates."""
+
+    max_epoch: int = 0  # 0: no limit
+    max_update: int = 0  # 0: no limit
+    stop_time_hours: float = 0.0  # cumulative training wall time, across resumes; 0: no limit
+    update_freq: int = 1  # micro-batches accumulated per update
+    clip_norm: float = 0.0  # 0: no clipping
+    max_nonfinite_updates: int = 5  # consecutive NaN/inf updates skipped before training stops
+
+
+@dataclass
+class CheckpointConfig:
+    """Where and when checkpoints are written, and how a run starts from one."""
+
+    save_dir: str = "${hydra:runtime.output_dir}/checkpoints"
+    restore_file: str = "checkpoint_last.pt"  # relative to save_dir, or a path
+    finetune_from_model: Optional[str] = None  # initial weights, used only when no restore_file exists
+    reset_optimizer: bool = False
+    reset_lr_scheduler: bool = False
+    reset_dataloader: bool = False
+    reset_meters: bool = False
+    save_interval: int = 1  # epochs between epoch checkpoints
+    save_interval_updates: int = 0  # updates between mid-epoch checkpoints (0: off)
+    keep_interval_updates: int = -1  # keep the last N update checkpoints (-1: all)
+    keep_last_epochs: int = -1  # keep the last N epoch checkpoints (-1: all)
+    no_epoch_checkpoints: bool = False  # only checkpoint_best/last at epoch ends
+    no_save: bool = False
+    best_checkpoint_metric: str = "loss"
+    maximize_best_checkpoint_metric: bool = False
+    patience: int = -1  # stop after N validations without improvement (-1: never)
+
+
+# ------------------------------------------------------------------------------------------------------------ task
+@dataclass
+class TranslationConfig:
+    """Parallel text in ``{data}/{split}.{lang}``, tokenized with sentencepiece, binarized into ``data_bin``."""
+
+    _target_: str = "runner.tasks.translation.TranslationTask"
+    data: str = MISSING
+    source_lang: str = MISSING
+    target_lang: str = MISSING
+    data_bin: str = "data-bin/${path_name:${task.data}}"
+    splits: List[str] = field(default_factory=lambda: ["train", "valid", "test"])
+    spm_model: Optional[str] = None  # an existing sentencepiece model; trained on the train split when null
+    vocab_size: int = 8000  # for a trained sentencepiece model
+    spm_model_type: str = "unigram"
+    character_coverage: float = 0.9995
+    dict_path: Optional[str] = None  # an existing fairseq dict.txt; built from the train split when null
+    unk_warn_rate: float = 0.02  # warn loudly above this share of <unk> tokens in a split
+    max_unk_rate: float = 0.2  # above this the dictionary does not fit the data: error
+
+
+# ----------------------------------------------------------------------------------------------------------- model
+@dataclass
+class TransformerConfig:
+    """Encoder-decoder transformer; defaults are fairseq's ``transformer`` (base) architecture."""
+
+    _target_: str = "runner.models.transformer.TransformerModel.build"
+    encoder_embed_dim: int = 512
+    encoder_ffn_embed_dim: int = 2048
+    encoder_layers: int = 6
+    encoder_attention_heads: int = 8
+    encoder_normalize_before: bool = False
+    encoder_learned_pos: bool = False
+    decoder_embed_dim: int = 512
+    decoder_ffn_embed_dim: int = 2048
+    decoder_layers: int = 6
+    decoder_attention_heads: int = 8
+    decoder_normalize_before: bool = False
+    decoder_learned_pos: bool = False
+    activation_fn: str = "relu"  # relu | gelu
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    share_decoder_input_output_embed: bool = False
+    share_all_embeddings: bool = False
+    no_scale_embedding: bool = False
+    max_source_positions: int = 1024
+    max_target_positions: int = 1024
+
+
+# -------------------------------------------------------------------------------------------------------- criteria
+@dataclass
+class CrossEntropyConfig:
+    _target_: str = "runner.criteria.CrossEntropyCriterion"
+
+
+@dataclass
+class LabelSmoothedCrossEntropyConfig:
+    _target_: str = "runner.criteria.LabelSmoothedCrossEntropyCriterion"
+    label_smoothing: float = 0.1
+
+
+# ------------------------------------------------------------------------------------------------------ optimizers
+@dataclass
+class AdamConfig:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 5e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class AdafactorConfig:
+    """torch.optim.Adafactor: relative step sizes are off; ``lr`` is used as given (as fine-tuning scripts do)."""
+
+    _target_: str = "torch.optim.Adafactor"
+    _partial_: bool = True
+    lr: float = 1e-3
+    beta2_decay: float = -0.8
+    eps: List[Optional[float]] = field(default_factory=lambda: [None, 1e-3])
+    d: float = 1.0
+    weight_decay: float = 0.0
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 0.1
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
+# --------------------------------------------------------------------------------------------------- lr schedulers
+@dataclass
+class FixedLRConfig:
+    _target_: str = "runner.lr_scheduler.FixedLR"
+    _partial_: bool = True
+    lr_shrink: float = 1.0  # multiply the lr by this when validation does not improve (1.0: never)
+
+
+@dataclass
+class InverseSqrtConfig:
+    _target_: str = "runner.lr_scheduler.InverseSquareRootLR"
+    _partial_: bool = True
+    warmup_updates: int = 4000
+    warmup_init_lr: float = 0.0
+
+
+@dataclass
+class CosineConfig:
+    """torch's CosineAnnealingLR stepped per update; ``T_max`` defaults to ``optimization.max_update``."""
+
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    _partial_: bool = True
+    T_max: int = "${optimization.max_update}"  # type: ignore[assignment]
+    eta_min: float = 0.0
+
+
+@dataclass
+class PolynomialDecayConfig:
+    """torch's PolynomialLR stepped per update, reaching 0 at ``total_iters`` (default ``optimization.max_update``)."""
+
+    _target_: str = "torch.optim.lr_scheduler.PolynomialLR"
+    _partial_: bool = True
+    total_iters: int = "${optimization.max_update}"  # type: ignore[assignment]
+    power: float = 1.0
+
+
+@dataclass
+class ReduceLROnPlateauConfig:
+    """torch's ReduceLROnPlateau stepped after each validation with the validation loss."""
+
+    _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+    _partial_: bool = True
+    mode: str = "min"
+    factor: float = 0.1
+    patience: int = 0
+    threshold: float = 1e-4
+    min_lr: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------------------- primary
+@dataclass
+class TrainConfig:
+    """The primary config of ``python -m runner``: one node per group plus the trainer's sections."""
+
+    task: Any = MISSING
+    model: Any = MISSING
+    criterion: Any = MISSING
+    optimizer: Any = MISSING
+    lr_scheduler: Any = MISSING
+    common: CommonConfig = field(default_factory=CommonConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class PreprocessConfig:
+    """The primary config of ``python -m runner.preprocess``."""
+
+    task: Any = MISSING
+    force: bool = False  # rebuild even when the cached data is up to date
+
+
+SCHEMAS: dict[str, dict[str, type]] = {
+    "task": {"translation": TranslationConfig},
+    "model": {"transformer": TransformerConfig},
+    "criterion": {
+        "cross_entropy": CrossEntropyConfig,
+        "label_smoothed_cross_entropy": LabelSmoothedCrossEntropyConfig,
+    },
+    "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "adafactor": AdafactorConfig, "sgd": SGDConfig},
+    "lr_scheduler": {
+        "fixed": FixedLRConfig,
+        "inverse_sqrt": InverseSqrtConfig,
+        "cosine": CosineConfig,
+        "polynomial_decay": PolynomialDecayConfig,
+        "reduce_lr_on_plateau": ReduceLROnPlateauConfig,
+    },
+}
+
+
+def _run_name(override_dirname: str) -> str:
+    """Folder name of a single run: its overrides, so that re-running the same command finds (and resumes) it."""
+    return override_dirname.replace("/", "_") or "default"
+
+
+def register_configs() -> None:
+    """Put every schema in the ConfigStore (under ``schema/``) and register our OmegaConf resolvers; idempotent."""
+    cs = ConfigStore.instance()
+    for group, schemas in SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+    cs.store(name="schema_train", node=TrainConfig)
+    cs.store(name="schema_preprocess", node=PreprocessConfig)
+    if not OmegaConf.has_resolver("path_name"):
+        OmegaConf.register_new_resolver("path_name", lambda p: Path(str(p)).name)
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", _run_name)
+    if not OmegaConf.has_resolver("repo_root"):
+        OmegaConf.register_new_resolver("repo_root", lambda: str(REPO_ROOT))
+
+
+register_configs()

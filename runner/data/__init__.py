@@ -1,0 +1,1 @@
+"""Data: reading raw text safely, sentencepiece, binarization, datasets and batching."""

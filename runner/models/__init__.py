@@ -1,0 +1,1 @@
+"""Models; each is built from its config node's ``_target_``."""

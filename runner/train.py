@@ -1,0 +1,39 @@
+"""``python -m runner``: compose the config, build the task, train (the fairseq-train of this project)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner.config import CONF_DIR
+from runner.data.text import DataError
+from runner.checkpoint import CheckpointError
+
+log = logging.getLogger("runner.train")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train with a composed config; the returned dict holds the final counters (best metric included)."""
+    from runner.trainer import Trainer  # torch is imported here, not at --help / --cfg time
+
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg))
+    task = instantiate(cfg.task)
+    return Trainer(cfg, task).train()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """The Hydra entry point; returns the best validation metric (what a sweeper minimises)."""
+    try:
+        return train(cfg)["best"]
+    except (DataError, CheckpointError) as e:
+        log.error("%s", e)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

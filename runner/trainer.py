@@ -1,0 +1,331 @@
+"""The training loop, top to bottom: set up, resume, then epochs of updates with validation and checkpoints.
+
+Everything that must survive an interruption (epoch, batches consumed in it, update count, best metric, patience
+counter, cumulative time, RNG state, optimizer and scheduler) goes into each checkpoint, so re-running the same
+command continues exactly where the last checkpoint left off, mid-epoch included.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ContextManager, Optional
+
+import numpy as np
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from runner import checkpoint as ckpt
+from runner.lr_scheduler import steps_on_validation
+from runner.meters import JsonlRecorder, Progress, Recorder, TrainMeters, valid_stats
+
+log = logging.getLogger("runner.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for example, repeated non-finite losses); the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainState:
+    """The counters a checkpoint carries so that a resumed run continues where the last one stopped."""
+
+    epoch: int = 1
+    batch_offset: int = 0  # batches of ``epoch`` already consumed
+    num_updates: int = 0
+    best: Optional[float] = None
+    bad_validations: int = 0  # validations without improvement, for patience
+    train_time: float = 0.0  # seconds, cumulative across resumes
+    nonfinite_in_a_row: int = 0
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, task: Any, recorders: Optional[list[Recorder]] = None):
+        self.cfg = cfg
+        self.task = task
+        c = cfg.common
+        if c.threads > 0:
+            torch.set_num_threads(c.threads)
+        self.device = torch.device("cuda" if torch.cuda.is_available() and not c.cpu else "cpu")
+        torch.manual_seed(c.seed)
+        task.prepare()
+        self.model = task.build_model(cfg.model).to(self.device)
+        self.criterion = task.build_criterion(cfg.criterion).to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = instantiate(cfg.optimizer)(self.params)
+        self.scheduler = instantiate(cfg.lr_scheduler)(self.optimizer)
+        self.state = TrainState()
+        self._saved_at: Optional[int] = None  # num_updates at the last checkpoint write
+        self.save_dir = Path(cfg.checkpoint.save_dir)
+        self.recorders: list[Recorder] = [JsonlRecorder(c.meters_file), *(recorders or [])]
+        self.progress = Progress(c.log_format, c.log_interval)
+        self.max_positions = self.model.max_positions()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info("model: %s, %s parameters; criterion: %s; optimizer: %s", type(self.model).__name__,
+                 f"{n_params:,}", type(self.criterion).__name__, type(self.optimizer).__name__)
+
+    # ----------------------------------------------------------------------------------------------- precision
+    def autocast(self) -> ContextManager[Any]:
+        if self.cfg.common.bf16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    # -------------------------------------------------------------------------------------------- checkpoints
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "version": ckpt.FORMAT_VERSION,
+            "cfg": OmegaConf.to_container(self.cfg, resolve=True),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.scheduler.state_dict(),
+            "trainer": dict(vars(self.state)),
+            "rng": {"torch": torch.get_rng_state(),
+                    **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {})},
+            "task_state": self.task.state(),
+        }
+
+    def save(self, end_of_epoch: bool, improved: bool) -> None:
+        """Write last (always), best (when improved) and the periodic epoch/update checkpoints, then prune."""
+        cc = self.cfg.checkpoint
+        if cc.no_save:
+            return
+        s = self.state
+        names = []
+        if end_of_epoch and not cc.no_epoch_checkpoints and s.epoch % cc.save_interval == 0:
+            names.append(f"checkpoint{s.epoch}.pt")
+        if not end_of_epoch and cc.save_interval_updates > 0 and s.num_updates % cc.save_interval_updates == 0:
+            names.append(f"checkpoint_{s.epoch}_{s.num_updates}.pt")
+        if improved:
+            names.append("checkpoint_best.pt")
+        names.append("checkpoint_last.pt")
+        start = time.perf_counter()
+        ckpt.save_atomic(self.checkpoint_state(), [self.save_dir / n for n in names])
+        log.info("saved %s (epoch %d, %d updates) in %.1fs", ", ".join(names), s.epoch, s.num_updates,
+                 time.perf_counter() - start)
+        ckpt.prune(self.save_dir, cc.keep_interval_updates, cc.keep_last_epochs)
+        self._saved_at = s.num_updates
+
+    def restore(self) -> None:
+        """Resume from ``restore_file`` when it exists; otherwise start from ``finetune_from_model`` if given."""
+        cc = self.cfg.checkpoint
+        path = Path(cc.restore_file)
+        if not path.is_absolute():
+            path = self.save_dir / path
+        if path.is_file():
+            state = ckpt.load(path)
+            self.model.load_state_dict(state["model"])
+            if not cc.reset_optimizer:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if not cc.reset_lr_scheduler:
+                self.scheduler.load_state_dict(state["lr_scheduler"])
+            saved = TrainState(**state["trainer"])
+            if cc.reset_dataloader:
+                saved.epoch, saved.batch_offset = 1, 0
+            if cc.reset_meters:
+                saved.train_time = 0.0
+            self.state = saved
+            torch.set_rng_state(state["rng"]["torch"])
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"])
+            log.info("resumed from %s: epoch %d, batch %d, %d updates", path, saved.epoch, saved.batch_offset,
+                     saved.num_updates)
+        elif cc.finetune_from_model:
+            state = ckpt.load(cc.finetune_from_model)
+            self.model.load_state_dict(state["model"])
+            log.info("fine-tuning from %s (optimizer, scheduler and counters start fresh)", cc.finetune_from_model)
+
+    # ------------------------------------------------------------------------------------------------- steps
+    def train_step(self, batches: list[dict[str, Any]]) -> Optional[tuple[list[dict[str, Any]], float, bool]]:
+        """One update over ``update_freq`` micro-batches, normalised by the update's total target tokens.
+
+        Returns the logging outputs, gradient norm and whether it was clipped, or None when the update was skipped
+        because the loss or gradient was not finite.
+        """
+        self.model.train()
+        self.criterion.train()
+        outputs, sample_size, finite = [], 0, True
+        for batch in batches:
+            batch = self.task.move_to(batch, self.device)
+            with self.autocast():
+                loss, size, logging_output = self.criterion(self.model, batch)
+            finite &= math.isfinite(logging_output["loss"])
+            loss.backward()
+            sample_size += size
+            outputs.append(logging_output)
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.div_(max(sample_size, 1))
+        clip = self.cfg.optimization.clip_norm
+        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
+        if not (finite and math.isfinite(gnorm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.num_updates += 1
+        if not steps_on_validation(self.scheduler):
+            self.scheduler.step()
+        return outputs, gnorm, clip > 0 and gnorm > clip
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss and perplexity of the valid subset (every example; none skipped unless configured)."""
+        self.model.eval()
+        self.criterion.eval()
+        dcfg = self.cfg.dataset
+        split = dcfg.valid_subset
+        ds = self.task.dataset(split)
+        batches = self.task.batches(split, self.max_positions, dcfg, self.cfg.common.seed, train=False)
+        loss = nll = 0.0
+        ntokens = 0
+        for idx in self.progress.iterate(batches, self.state.epoch, "valid", len(batches)):
+            batch = self.task.move_to(ds.collate(idx), self.device)
+            with self.autocast():
+                _, _, out = self.criterion(self.model, batch)
+            loss, nll, ntokens = loss + out["loss"], nll + out["nll_loss"], ntokens + out["ntokens"]
+        stats = {**valid_stats(loss, nll, ntokens), "num_updates": self.state.num_updates}
+        return stats
+
+    def after_validation(self, stats: dict[str, float]) -> bool:
+        """Track the best metric and patience; step validation-driven schedules. True when it improved."""
+        cc = self.cfg.checkpoint
+        value = stats[cc.best_checkpoint_metric]
+        s = self.state
+        better = s.best is None or (value > s.best if cc.maximize_best_checkpoint_metric else value < s.best)
+        if better:
+            s.best, s.bad_validations = value, 0
+        else:
+            s.bad_validations += 1
+        if steps_on_validation(self.scheduler):
+            self.scheduler.step(stats["loss"])
+        stats[f"best_{cc.best_checkpoint_metric}"] = s.best
+        self.record("valid", {"epoch": s.epoch, **stats})
+        self.progress.summary(s.epoch, "valid", stats)
+        return better
+
+    def record(self, kind: str, stats: dict[str, Any]) -> None:
+        for r in self.recorders:
+            r(kind, stats)
+
+    # -------------------------------------------------------------------------------------------------- loop
+    def out_of_time(self) -> bool:
+        limit = self.cfg.optimization.stop_time_hours
+        return limit > 0 and self.state.train_time >= limit * 3600
+
+    def patience_exhausted(self) -> bool:
+        p = self.cfg.checkpoint.patience
+        if p > 0 and self.state.bad_validations >= p:
+            log.info("early stop: no improvement in %d validations (checkpoint.patience=%d)", p, p)
+            return True
+        return False
+
+    def done(self) -> bool:
+        o, s = self.cfg.optimization, self.state
+        return (
+            (o.max_update > 0 and s.num_updates >= o.max_update)
+            or (o.max_epoch > 0 and s.epoch > o.max_epoch)
+            or self.out_of_time()
+        )
+
+    def epoch_batches(self, batches: list[np.ndarray], epoch: int) -> list[np.ndarray]:
+        """The epoch's batch order: a permutation seeded by (seed, epoch), so a resumed run sees the same order."""
+        order = np.random.RandomState((self.cfg.common.seed + epoch) % 2**32).permutation(len(batches))
+        return [batches[i] for i in order]
+
+    def train(self) -> dict[str, Any]:
+        """Train until a stopping condition; returns the final state as a dict."""
+        self.restore()
+        dcfg, o = self.cfg.dataset, self.cfg.optimization
+        split = dcfg.train_subset
+        ds = self.task.dataset(split)
+        all_batches = self.task.batches(split, self.max_positions, dcfg, self.cfg.common.seed, train=True)
+        if self.state.batch_offset >= len(all_batches):  # the checkpoint was written at the end of an epoch
+            self.state.epoch, self.state.batch_offset = self.state.epoch + 1, 0
+        self._saved_at = self.state.num_updates if self.state.num_updates else None
+        if self.done():
+            log.info("nothing to do: training already reached its limit (epoch %d, %d updates)", self.state.epoch,
+                     self.state.num_updates)
+            return dict(vars(self.state))
+        stop = False
+        while not stop and not self.done():
+            s = self.state
+            batches = self.epoch_batches(all_batches, s.epoch)
+            meters, epoch_meters = TrainMeters(), TrainMeters()
+            group: list[dict[str, Any]] = []
+            remaining = batches[s.batch_offset :]
+            for i, idx in enumerate(
+                self.progress.iterate(remaining, s.epoch, "train", len(batches), initial=s.batch_offset)
+            ):
+                group.append(ds.collate(idx))
+                last_of_epoch = i == len(remaining) - 1
+                if len(group) < o.update_freq and not last_of_epoch:
+                    continue
+                t0 = time.perf_counter()
+                result = self.train_step(group)
+                s.train_time += time.perf_counter() - t0
+                s.batch_offset += len(group)
+                group = []
+                if result is None:
+                    s.nonfinite_in_a_row += 1
+                    log.warning("skipped an update at epoch %d batch %d: non-finite loss or gradient (%d in a row)",
+                                s.epoch, s.batch_offset, s.nonfinite_in_a_row)
+                    if s.nonfinite_in_a_row >= o.max_nonfinite_updates:
+                        raise TrainingError(
+                            f"{s.nonfinite_in_a_row} consecutive updates had a non-finite loss or gradient "
+                            f"(optimization.max_nonfinite_updates={o.max_nonfinite_updates}); stopping. The last "
+                            f"good checkpoint is {self.save_dir / 'checkpoint_last.pt'}. Try a lower optimizer.lr, "
+                            "optimization.clip_norm, or check the data."
+                        )
+                    continue
+                s.nonfinite_in_a_row = 0
+                outputs, gnorm, clipped = result
+                meters.add(outputs, gnorm, clipped)
+                epoch_meters.add(outputs, gnorm, clipped)
+                if s.num_updates % self.progress.log_interval == 0 or last_of_epoch:
+                    stats = {**meters.stats(), "lr": self.optimizer.param_groups[0]["lr"],
+                             "num_updates": s.num_updates, "train_wall": round(s.train_time, 1)}
+                    self.progress.interval(s.epoch, s.batch_offset, len(batches), stats)
+                    self.record("train_inner", {"epoch": s.epoch, **stats})
+                    meters.reset()
+                if last_of_epoch:
+                    break
+                stop = self.mid_epoch_hooks()
+                if stop:
+                    break
+            if stop:
+                break
+            self.record("train", {"epoch": s.epoch, **epoch_meters.stats(), "num_updates": s.num_updates})
+            self.progress.summary(s.epoch, "train", epoch_meters.stats())
+            improved = False
+            if not dcfg.disable_validation and (s.epoch % dcfg.validate_interval == 0 or self.done()):
+                improved = self.after_validation(self.validate())
+                stop = self.patience_exhausted()
+            self.save(end_of_epoch=True, improved=improved)
+            s.epoch, s.batch_offset = s.epoch + 1, 0
+        if self._saved_at != self.state.num_updates:
+            self.save(end_of_epoch=False, improved=False)  # checkpoint_last holds the final weights
+        log.info("done training: epoch %d, %d updates, best %s %s", self.state.epoch, self.state.num_updates,
+                 self.cfg.checkpoint.best_checkpoint_metric, self.state.best)
+        return dict(vars(self.state))
+
+    def mid_epoch_hooks(self) -> bool:
+        """Validation and checkpoints every N updates, and the update/time limits. True to stop training."""
+        dcfg, cc, s = self.cfg.dataset, self.cfg.checkpoint, self.state
+        hit_limit = self.done()
+        validate = not dcfg.disable_validation and (
+            hit_limit or (dcfg.validate_interval_updates > 0 and s.num_updates % dcfg.validate_interval_updates == 0)
+        )
+        save = hit_limit or (cc.save_interval_updates > 0 and s.num_updates % cc.save_interval_updates == 0)
+        improved = False
+        stop = hit_limit
+        if validate:
+            improved = self.after_validation(self.validate())
+            stop = stop or self.patience_exhausted()
+        if save or improved or stop:
+            self.save(end_of_epoch=False, improved=improved)
+        return stop
