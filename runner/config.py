@@ -101,6 +101,27 @@ class TranslationConfig:
     max_unk_rate: float = 0.2  # above this the dictionary does not fit the data: error
 
 
+@dataclass
+class LanguageModelingConfig:
+    """Monolingual text ``{data}/{split}.{lang}`` (``{split}.txt`` when lang is null), as one token stream cut into
+    fixed-length blocks (fairseq's language_modeling task)."""
+
+    _target_: str = "runner.tasks.language_modeling.LanguageModelingTask"
+    data: str = MISSING
+    lang: Optional[str] = None
+    data_bin: str = "data-bin/${path_name:${task.data}}-lm"
+    splits: List[str] = field(default_factory=lambda: ["train", "valid", "test"])
+    tokens_per_sample: int = 128  # block length
+    sample_break_mode: str = "none"  # none: fixed blocks across sentences | eos: one sentence per sample
+    spm_model: Optional[str] = None
+    vocab_size: int = 8000
+    spm_model_type: str = "unigram"
+    character_coverage: float = 0.9995
+    dict_path: Optional[str] = None
+    unk_warn_rate: float = 0.02
+    max_unk_rate: float = 0.2
+
+
 # ----------------------------------------------------------------------------------------------------------- model
 @dataclass
 class TransformerConfig:
@@ -128,6 +149,26 @@ class TransformerConfig:
     no_scale_embedding: bool = False
     max_source_positions: int = 1024
     max_target_positions: int = 1024
+
+
+@dataclass
+class TransformerLMConfig:
+    """Decoder-only transformer language model; defaults are fairseq's ``transformer_lm`` architecture."""
+
+    _target_: str = "runner.models.transformer_lm.TransformerLanguageModel.build"
+    decoder_embed_dim: int = 512
+    decoder_ffn_embed_dim: int = 2048
+    decoder_layers: int = 6
+    decoder_attention_heads: int = 8
+    decoder_normalize_before: bool = False
+    decoder_learned_pos: bool = False
+    activation_fn: str = "relu"
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    share_decoder_input_output_embed: bool = False
+    no_scale_embedding: bool = False
+    max_target_positions: int = 1024  # must cover task.tokens_per_sample (+ eval_lm's context_window)
 
 
 # -------------------------------------------------------------------------------------------------------- criteria
@@ -255,9 +296,127 @@ class PreprocessConfig:
     force: bool = False  # rebuild even when the cached data is up to date
 
 
+# ------------------------------------------------------------------------------------- generate, score, eval-lm
+@dataclass
+class GenerationConfig:
+    """Search settings, with fairseq's names and defaults; greedy decoding is ``beam=1``."""
+
+    beam: int = 5
+    nbest: int = 1  # hypotheses returned per input (<= beam)
+    max_len_a: float = 0.0  # max length = max_len_a * source length + max_len_b, per sentence
+    max_len_b: int = 200
+    min_len: int = 1  # </s> is blocked before this many tokens
+    lenpen: float = 1.0  # score = sum log-probs / length ** lenpen
+    unkpen: float = 0.0  # subtracted from <unk>'s log-probability
+    no_repeat_ngram_size: int = 0  # 0: off
+    prefix_size: int = 0  # force the first N reference tokens (runner.generate)
+    sampling: bool = False  # sample beam hypotheses instead of beam search
+    sampling_topk: int = -1  # sample among the k most likely tokens (-1: all)
+    sampling_topp: float = -1.0  # sample from the smallest set whose probability reaches p (-1: off)
+    temperature: float = 1.0
+    seed: int = 1  # for sampling
+    use_cache: bool = True  # incremental key/value cache; false recomputes the whole prefix every step
+
+
+@dataclass
+class InferenceConfig:
+    """Device and precision for the inference commands."""
+
+    cpu: bool = False
+    threads: int = 0  # torch.set_num_threads; 0 keeps torch's default
+    bf16: bool = False
+
+
+@dataclass
+class ScoringConfig:
+    """sacrebleu metrics on detokenized text (offline: local files only)."""
+
+    metrics: List[str] = field(default_factory=lambda: ["bleu", "chrf", "ter"])
+    tokenize: str = "auto"  # auto: ja-mecab for Japanese targets, zh for Chinese, ko-mecab for Korean, else 13a
+    lowercase: bool = False
+
+
+@dataclass
+class GenerateConfig:
+    """The primary config of ``python -m runner.generate`` (fairseq-generate)."""
+
+    path: str = MISSING  # checkpoint
+    gen_subset: str = "test"
+    data: Optional[str] = None  # folder of {split}.{src}/{split}.{tgt}; default: the checkpoint's task.data
+    spm_model: Optional[str] = None  # default: the sentencepiece model recorded in the checkpoint
+    max_tokens: Optional[int] = 12000  # source tokens x beam per batch
+    batch_size: Optional[int] = 128
+    long_inputs: str = "truncate"  # over-long source: truncate | skip (empty hypothesis) | error (all warn)
+    input_order: bool = False  # print in input order instead of batch order
+    results_path: Optional[str] = None  # folder for generate-{split}.txt (written as it goes) and hypotheses
+    quiet: bool = False  # only the summary lines
+    score: bool = True  # sacrebleu against the reference side, when it exists
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    common: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class DialogHistoryConfig:
+    """Multi-turn context as NTT's dialog scripts build it (shared/notes/ntt-dialog-1p6b.md)."""
+
+    enabled: Optional[bool] = None  # null: on when the checkpoint's task is a dialog task
+    turns: int = 4  # turns in the context, the new user utterance included
+    user_tag: str = "[SPK2]"
+    system_tag: str = "[SPK1]"
+    separator: str = "[SEP]"
+    max_chars: int = 512  # context characters; the oldest turns go first
+
+
+@dataclass
+class RerankConfig:
+    """Choose the reply among the nbest hypotheses by score minus penalties."""
+
+    unk_penalty: float = 100.0  # per <unk> in a hypothesis
+
+
+@dataclass
+class InteractiveConfig:
+    """The primary config of ``python -m runner.interactive`` (fairseq-interactive with dialog history)."""
+
+    path: str = MISSING
+    spm_model: Optional[str] = None
+    input: str = "-"  # '-' reads stdin (a prompt on a terminal), else a file
+    long_inputs: str = "truncate"  # truncate | skip | error
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    history: DialogHistoryConfig = field(default_factory=DialogHistoryConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    common: InferenceConfig = field(default_factory=InferenceConfig)
+
+
+@dataclass
+class ScoreConfig:
+    """The primary config of ``python -m runner.score`` (fairseq-score, with sacrebleu)."""
+
+    sys: str = MISSING  # system output, one detokenized hypothesis per line
+    ref: str = MISSING  # reference, aligned line by line
+    target_lang: Optional[str] = None  # default: the reference file's suffix (test.ja -> ja)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+
+
+@dataclass
+class EvalLMConfig:
+    """The primary config of ``python -m runner.eval_lm``: loss and perplexity of a split (base 2, as fairseq)."""
+
+    path: str = MISSING
+    gen_subset: str = "test"
+    data: Optional[str] = None
+    spm_model: Optional[str] = None
+    tokens_per_sample: Optional[int] = None  # default: the checkpoint's task.tokens_per_sample
+    context_window: int = 0  # tokens of preceding context given to each block, not scored
+    max_tokens: Optional[int] = 4096
+    batch_size: Optional[int] = None
+    common: InferenceConfig = field(default_factory=InferenceConfig)
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"translation": TranslationConfig},
-    "model": {"transformer": TransformerConfig},
+    "task": {"translation": TranslationConfig, "language_modeling": LanguageModelingConfig},
+    "model": {"transformer": TransformerConfig, "transformer_lm": TransformerLMConfig},
     "criterion": {
         "cross_entropy": CrossEntropyConfig,
         "label_smoothed_cross_entropy": LabelSmoothedCrossEntropyConfig,
@@ -286,6 +445,9 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     cs.store(name="schema_train", node=TrainConfig)
     cs.store(name="schema_preprocess", node=PreprocessConfig)
+    for name, node in (("generate", GenerateConfig), ("interactive", InteractiveConfig), ("score", ScoreConfig),
+                       ("eval_lm", EvalLMConfig)):
+        cs.store(name=f"schema_{name}", node=node)
     if not OmegaConf.has_resolver("path_name"):
         OmegaConf.register_new_resolver("path_name", lambda p: Path(str(p)).name)
     if not OmegaConf.has_resolver("run_name"):

@@ -147,15 +147,24 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(EncoderLayer):
     """Causal self-attention, attention over the encoder output, then feed-forward."""
 
-    def __init__(self, dim: int, ffn_dim: int, heads: int, cfg: TransformerConfig, normalize_before: bool):
+    def __init__(
+        self,
+        dim: int,
+        ffn_dim: int,
+        heads: int,
+        cfg: TransformerConfig,
+        normalize_before: bool,
+        no_encoder_attn: bool = False,
+    ):
         super().__init__(dim, ffn_dim, heads, cfg, normalize_before)
-        self.encoder_attn = MultiheadAttention(dim, heads, cfg.attention_dropout)
-        self.encoder_attn_layer_norm = nn.LayerNorm(dim)
+        # A decoder-only language model (transformer_lm) has no encoder to attend to.
+        self.encoder_attn = None if no_encoder_attn else MultiheadAttention(dim, heads, cfg.attention_dropout)
+        self.encoder_attn_layer_norm = None if no_encoder_attn else nn.LayerNorm(dim)
 
     def forward(  # type: ignore[override]
         self,
         x: Tensor,
-        encoder_kv: tuple[Tensor, Tensor],
+        encoder_kv: Optional[tuple[Tensor, Tensor]],
         encoder_mask: Optional[Tensor],
         state: Optional["DecoderState"] = None,
         layer: int = 0,
@@ -166,7 +175,8 @@ class DecoderLayer(EncoderLayer):
             return self.self_attn(h, state.append(layer, *self.self_attn.project_kv(h)))
 
         x = self.residual(x, self.self_attn_layer_norm, self_attention)
-        x = self.residual(x, self.encoder_attn_layer_norm, lambda h: self.encoder_attn(h, encoder_kv, encoder_mask))
+        if self.encoder_attn is not None:
+            x = self.residual(x, self.encoder_attn_layer_norm, lambda h: self.encoder_attn(h, encoder_kv, encoder_mask))
         return self.residual(x, self.final_layer_norm, self.ffn)
 
 
@@ -211,8 +221,22 @@ class DecoderState:
 
     def reorder(self, order: Tensor) -> None:
         """Follow beam search: row ``i`` of the batch becomes row ``order[i]``."""
-        self.k = self.k.index_select(1, order)
-        self.v = self.v.index_select(1, order)
+        self.reorder_self_attn(order)
+        self.reorder_encoder(order)
+
+    def reorder_self_attn(self, order: Tensor) -> None:
+        """Reorder (or shrink to ``len(order)`` rows) the self-attention cache, copying only the filled steps."""
+        n, filled = order.size(0), self.length
+        k, v = self.k[:, :, :, :filled].index_select(1, order), self.v[:, :, :, :filled].index_select(1, order)
+        if n > self.k.size(1):
+            shape = (self.k.size(0), n, *self.k.shape[2:])
+            self.k, self.v = self.k.new_empty(shape), self.v.new_empty(shape)
+        self.k, self.v = self.k[:, :n], self.v[:, :n]
+        self.k[:, :, :, :filled] = k
+        self.v[:, :, :, :filled] = v
+
+    def reorder_encoder(self, order: Tensor) -> None:
+        """Reorder the cross-attention keys/values; beam search needs this only when the batch shrinks."""
         self.encoder_kv = [(k.index_select(0, order), v.index_select(0, order)) for k, v in self.encoder_kv]
 
 
@@ -257,11 +281,20 @@ class TransformerEncoder(_Stack):
 
 
 class TransformerDecoder(_Stack):
-    def __init__(self, cfg: TransformerConfig, embed_tokens: nn.Embedding, output_weight: Optional[nn.Parameter]):
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        embed_tokens: nn.Embedding,
+        output_weight: Optional[nn.Parameter],
+        no_encoder_attn: bool = False,
+    ):
         d = cfg.decoder_embed_dim
         super().__init__(embed_tokens, d, cfg.decoder_learned_pos, cfg.max_target_positions, cfg)
         self.layers = nn.ModuleList(
-            DecoderLayer(d, cfg.decoder_ffn_embed_dim, cfg.decoder_attention_heads, cfg, cfg.decoder_normalize_before)
+            DecoderLayer(
+                d, cfg.decoder_ffn_embed_dim, cfg.decoder_attention_heads, cfg, cfg.decoder_normalize_before,
+                no_encoder_attn,
+            )
             for _ in range(cfg.decoder_layers)
         )
         self.layer_norm = nn.LayerNorm(d) if cfg.decoder_normalize_before else None
@@ -273,15 +306,20 @@ class TransformerDecoder(_Stack):
         self.num_heads = cfg.decoder_attention_heads
         self.head_dim = d // cfg.decoder_attention_heads
 
-    def new_state(self, encoder_out: EncoderOut, max_len: int) -> DecoderState:
-        """An empty incremental state for up to ``max_len`` decoding steps over this encoder output."""
-        state = DecoderState(len(self.layers), encoder_out.out.size(0), self.num_heads, self.head_dim, max_len,
-                             encoder_out.out)
-        state.encoder_kv = [layer.encoder_attn.project_kv(encoder_out.out) for layer in self.layers]
+    def new_state(self, encoder_out: Optional[EncoderOut], max_len: int, batch_size: int = 0) -> DecoderState:
+        """An empty incremental state for up to ``max_len`` decoding steps over this encoder output.
+
+        Without an encoder (a language model) ``batch_size`` gives the number of rows.
+        """
+        like = encoder_out.out if encoder_out is not None else self.embed_tokens.weight
+        batch = encoder_out.out.size(0) if encoder_out is not None else batch_size
+        state = DecoderState(len(self.layers), batch, self.num_heads, self.head_dim, max_len, like)
+        if encoder_out is not None:
+            state.encoder_kv = [layer.encoder_attn.project_kv(encoder_out.out) for layer in self.layers]
         return state
 
     def forward(
-        self, prev_output_tokens: Tensor, encoder_out: EncoderOut, state: Optional[DecoderState] = None
+        self, prev_output_tokens: Tensor, encoder_out: Optional[EncoderOut], state: Optional[DecoderState] = None
     ) -> Tensor:
         """Logits [B, T, V]; with ``state``, only the newest token of ``prev_output_tokens`` is computed."""
         positions = make_positions(prev_output_tokens, self.padding_idx)
@@ -289,9 +327,13 @@ class TransformerDecoder(_Stack):
         if state is not None:
             tokens, positions = tokens[:, state.length :], positions[:, state.length :]
         x = self.embed(tokens, positions)
-        mask = encoder_out.attn_mask() if encoder_out.padding_mask.any() else None
+        mask = None
+        if encoder_out is not None and encoder_out.padding_mask.any():
+            mask = encoder_out.attn_mask()
         for i, layer in enumerate(self.layers):
-            kv = state.encoder_kv[i] if state is not None else layer.encoder_attn.project_kv(encoder_out.out)
+            kv = None
+            if encoder_out is not None:
+                kv = state.encoder_kv[i] if state is not None else layer.encoder_attn.project_kv(encoder_out.out)
             x = layer(x, kv, mask, state, i)
         if state is not None:
             state.advance(tokens.size(1))
