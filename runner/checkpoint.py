@@ -69,7 +69,10 @@ def load(path: str | Path) -> dict[str, Any]:
 
 def prune(save_dir: Path, keep_interval_updates: int, keep_last_epochs: int) -> None:
     """Delete the oldest update (``checkpoint_E_U.pt``) and epoch (``checkpointE.pt``) checkpoints beyond the limits."""
-    for pattern, keep in ((r"checkpoint_\d+_(\d+)\.pt", keep_interval_updates), (r"checkpoint(\d+)\.pt", keep_last_epochs)):
+    for pattern, keep in (
+        (r"checkpoint_\d+_(\d+)\.pt", keep_interval_updates),
+        (r"checkpoint(\d+)\.pt", keep_last_epochs),
+    ):
         if keep < 0:
             continue
         found = sorted(

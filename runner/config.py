@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -81,6 +81,23 @@ class CheckpointConfig:
     patience: int = -1  # stop after N validations without improvement (-1: never)
 
 
+@dataclass
+class TrackingConfig:
+    """Where MLflow records the run and what goes with it (runner/tracking.py)."""
+
+    enabled: bool = True
+    uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "runner"
+    run_name: Optional[str] = None  # null: the job's overrides (the run folder's name)
+    # For a new experiment; null: <folder of the SQLite file>/mlartifacts/<experiment>, or the server's default.
+    artifact_location: Optional[str] = None
+    log_checkpoint: str = "config"  # none | config (the best checkpoint's config) | weights (also checkpoint_best.pt)
+    flush_interval: float = 30.0  # seconds between metric batches (one request each)
+    retry_interval: float = 60.0  # seconds before trying an unreachable store again (meanwhile: the spool)
+    http_timeout: int = 10  # seconds per request to a tracking server
+    spool_file: str = "${hydra:runtime.output_dir}/mlflow_spool.jsonl"  # what could not be sent yet
+
+
 # ------------------------------------------------------------------------------------------------------------ task
 @dataclass
 class TranslationConfig:
@@ -91,7 +108,7 @@ class TranslationConfig:
     source_lang: str = MISSING
     target_lang: str = MISSING
     data_bin: str = "data-bin/${path_name:${task.data}}"
-    splits: List[str] = field(default_factory=lambda: ["train", "valid", "test"])
+    splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
     spm_model: Optional[str] = None  # an existing sentencepiece model; trained on the train split when null
     vocab_size: int = 8000  # for a trained sentencepiece model
     spm_model_type: str = "unigram"
@@ -110,7 +127,7 @@ class LanguageModelingConfig:
     data: str = MISSING
     lang: Optional[str] = None
     data_bin: str = "data-bin/${path_name:${task.data}}-lm"
-    splits: List[str] = field(default_factory=lambda: ["train", "valid", "test"])
+    splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
     tokens_per_sample: int = 128  # block length
     sample_break_mode: str = "none"  # none: fixed blocks across sentences | eos: one sentence per sample
     spm_model: Optional[str] = None
@@ -189,7 +206,7 @@ class AdamConfig:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     lr: float = 5e-4
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     weight_decay: float = 0.0
 
@@ -208,7 +225,7 @@ class AdafactorConfig:
     _partial_: bool = True
     lr: float = 1e-3
     beta2_decay: float = -0.8
-    eps: List[Optional[float]] = field(default_factory=lambda: [None, 1e-3])
+    eps: list[Optional[float]] = field(default_factory=lambda: [None, 1e-3])
     d: float = 1.0
     weight_decay: float = 0.0
 
@@ -286,6 +303,7 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 @dataclass
@@ -331,7 +349,7 @@ class InferenceConfig:
 class ScoringConfig:
     """sacrebleu metrics on detokenized text (offline: local files only)."""
 
-    metrics: List[str] = field(default_factory=lambda: ["bleu", "chrf", "ter"])
+    metrics: list[str] = field(default_factory=lambda: ["bleu", "chrf", "ter"])
     tokenize: str = "auto"  # auto: ja-mecab for Japanese targets, zh for Chinese, ko-mecab for Korean, else 13a
     lowercase: bool = False
 
@@ -445,8 +463,12 @@ def register_configs() -> None:
             cs.store(group=f"schema/{group}", name=name, node=node)
     cs.store(name="schema_train", node=TrainConfig)
     cs.store(name="schema_preprocess", node=PreprocessConfig)
-    for name, node in (("generate", GenerateConfig), ("interactive", InteractiveConfig), ("score", ScoreConfig),
-                       ("eval_lm", EvalLMConfig)):
+    for name, node in (
+        ("generate", GenerateConfig),
+        ("interactive", InteractiveConfig),
+        ("score", ScoreConfig),
+        ("eval_lm", EvalLMConfig),
+    ):
         cs.store(name=f"schema_{name}", node=node)
     if not OmegaConf.has_resolver("path_name"):
         OmegaConf.register_new_resolver("path_name", lambda p: Path(str(p)).name)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import torch
 
@@ -80,7 +80,7 @@ class Dictionary:
 
     # --------------------------------------------------------------------------------------------------- files
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> "Dictionary":
+    def load(cls, path: str | os.PathLike[str]) -> Dictionary:
         """Read a fairseq dict.txt; a malformed line raises an error naming the file and line."""
         d = cls()
         path = Path(path)
@@ -97,9 +97,7 @@ class Dictionary:
                     overwrite = True
                     parts = parts[0].rsplit(" ", 1)
                 if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-                    raise DictionaryFormatError(
-                        f"{path}, line {lineno}: expected '<token> <count>', got {line[:80]!r}"
-                    )
+                    raise DictionaryFormatError(f"{path}, line {lineno}: expected '<token> <count>', got {line[:80]!r}")
                 word, count = parts
                 if word in d.indices and not overwrite:
                     raise DictionaryFormatError(
@@ -114,7 +112,7 @@ class Dictionary:
         Path(path).write_text("".join(lines), encoding="utf-8")
 
     @classmethod
-    def build(cls, counts: Counter[str], pad_to_multiple: int = 8) -> "Dictionary":
+    def build(cls, counts: Counter[str], pad_to_multiple: int = 8) -> Dictionary:
         """A dictionary from token counts: by count descending (ties by token), padded like fairseq's."""
         d = cls()
         for word, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):

@@ -7,8 +7,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Optional
 
 from runner.criteria import base2_per_token, perplexity
 
@@ -59,8 +60,12 @@ class TrainMeters:
 def valid_stats(loss: float, nll: float, ntokens: int) -> dict[str, float]:
     """Validation meters from summed losses (nats) over all target tokens."""
     nll_b2 = base2_per_token(nll, ntokens)
-    return {"loss": round(base2_per_token(loss, ntokens), 4), "nll_loss": round(nll_b2, 4),
-            "ppl": round(perplexity(nll_b2), 2), "ntokens": ntokens}
+    return {
+        "loss": round(base2_per_token(loss, ntokens), 4),
+        "nll_loss": round(nll_b2, 4),
+        "ppl": round(perplexity(nll_b2), 2),
+        "ntokens": ntokens,
+    }
 
 
 class JsonlRecorder:
@@ -100,8 +105,15 @@ class Progress:
             return
         from tqdm import tqdm
 
-        with tqdm(items, desc=f"[Epoch {epoch}] [{split.upper()}]", total=total, initial=initial, leave=True,
-                  dynamic_ncols=True, file=sys.stderr) as bar:
+        with tqdm(
+            items,
+            desc=f"[Epoch {epoch}] [{split.upper()}]",
+            total=total,
+            initial=initial,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stderr,
+        ) as bar:
             self._bar = bar
             yield from bar
         self._bar = None

@@ -9,9 +9,9 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from runner.checkpoint import CheckpointError
 from runner.config import CONF_DIR
 from runner.data.text import DataError
-from runner.checkpoint import CheckpointError
 
 log = logging.getLogger("runner.train")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ContextManager, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -66,11 +66,16 @@ class Trainer:
         self.progress = Progress(c.log_format, c.log_interval)
         self.max_positions = self.model.max_positions()
         n_params = sum(p.numel() for p in self.model.parameters())
-        log.info("model: %s, %s parameters; criterion: %s; optimizer: %s", type(self.model).__name__,
-                 f"{n_params:,}", type(self.criterion).__name__, type(self.optimizer).__name__)
+        log.info(
+            "model: %s, %s parameters; criterion: %s; optimizer: %s",
+            type(self.model).__name__,
+            f"{n_params:,}",
+            type(self.criterion).__name__,
+            type(self.optimizer).__name__,
+        )
 
     # ----------------------------------------------------------------------------------------------- precision
-    def autocast(self) -> ContextManager[Any]:
+    def autocast(self) -> AbstractContextManager[Any]:
         if self.cfg.common.bf16:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
@@ -84,8 +89,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": self.scheduler.state_dict(),
             "trainer": dict(vars(self.state)),
-            "rng": {"torch": torch.get_rng_state(),
-                    **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {})},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {}),
+            },
             "task_state": self.task.state(),
         }
 
@@ -105,8 +112,13 @@ class Trainer:
         names.append("checkpoint_last.pt")
         start = time.perf_counter()
         ckpt.save_atomic(self.checkpoint_state(), [self.save_dir / n for n in names])
-        log.info("saved %s (epoch %d, %d updates) in %.1fs", ", ".join(names), s.epoch, s.num_updates,
-                 time.perf_counter() - start)
+        log.info(
+            "saved %s (epoch %d, %d updates) in %.1fs",
+            ", ".join(names),
+            s.epoch,
+            s.num_updates,
+            time.perf_counter() - start,
+        )
         ckpt.prune(self.save_dir, cc.keep_interval_updates, cc.keep_last_epochs)
         self._saved_at = s.num_updates
 
@@ -132,8 +144,13 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             if "cuda" in state["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"])
-            log.info("resumed from %s: epoch %d, batch %d, %d updates", path, saved.epoch, saved.batch_offset,
-                     saved.num_updates)
+            log.info(
+                "resumed from %s: epoch %d, batch %d, %d updates",
+                path,
+                saved.epoch,
+                saved.batch_offset,
+                saved.num_updates,
+            )
         elif cc.finetune_from_model:
             state = ckpt.load(cc.finetune_from_model)
             self.model.load_state_dict(state["model"])
@@ -248,8 +265,11 @@ class Trainer:
             self.state.epoch, self.state.batch_offset = self.state.epoch + 1, 0
         self._saved_at = self.state.num_updates if self.state.num_updates else None
         if self.done():
-            log.info("nothing to do: training already reached its limit (epoch %d, %d updates)", self.state.epoch,
-                     self.state.num_updates)
+            log.info(
+                "nothing to do: training already reached its limit (epoch %d, %d updates)",
+                self.state.epoch,
+                self.state.num_updates,
+            )
             return dict(vars(self.state))
         stop = False
         while not stop and not self.done():
@@ -272,8 +292,12 @@ class Trainer:
                 group = []
                 if result is None:
                     s.nonfinite_in_a_row += 1
-                    log.warning("skipped an update at epoch %d batch %d: non-finite loss or gradient (%d in a row)",
-                                s.epoch, s.batch_offset, s.nonfinite_in_a_row)
+                    log.warning(
+                        "skipped an update at epoch %d batch %d: non-finite loss or gradient (%d in a row)",
+                        s.epoch,
+                        s.batch_offset,
+                        s.nonfinite_in_a_row,
+                    )
                     if s.nonfinite_in_a_row >= o.max_nonfinite_updates:
                         raise TrainingError(
                             f"{s.nonfinite_in_a_row} consecutive updates had a non-finite loss or gradient "
@@ -287,8 +311,12 @@ class Trainer:
                 meters.add(outputs, gnorm, clipped)
                 epoch_meters.add(outputs, gnorm, clipped)
                 if s.num_updates % self.progress.log_interval == 0 or last_of_epoch:
-                    stats = {**meters.stats(), "lr": self.optimizer.param_groups[0]["lr"],
-                             "num_updates": s.num_updates, "train_wall": round(s.train_time, 1)}
+                    stats = {
+                        **meters.stats(),
+                        "lr": self.optimizer.param_groups[0]["lr"],
+                        "num_updates": s.num_updates,
+                        "train_wall": round(s.train_time, 1),
+                    }
                     self.progress.interval(s.epoch, s.batch_offset, len(batches), stats)
                     self.record("train_inner", {"epoch": s.epoch, **stats})
                     meters.reset()
@@ -309,8 +337,13 @@ class Trainer:
             s.epoch, s.batch_offset = s.epoch + 1, 0
         if self._saved_at != self.state.num_updates:
             self.save(end_of_epoch=False, improved=False)  # checkpoint_last holds the final weights
-        log.info("done training: epoch %d, %d updates, best %s %s", self.state.epoch, self.state.num_updates,
-                 self.cfg.checkpoint.best_checkpoint_metric, self.state.best)
+        log.info(
+            "done training: epoch %d, %d updates, best %s %s",
+            self.state.epoch,
+            self.state.num_updates,
+            self.cfg.checkpoint.best_checkpoint_metric,
+            self.state.best,
+        )
         return dict(vars(self.state))
 
     def mid_epoch_hooks(self) -> bool:

@@ -70,12 +70,20 @@ def micro_overrides(corpus: Path, data_bin: Path, out: Path, *extra: str) -> lis
     ]
 
 
-def run_module(module: str, args: list[str], cwd: Path, check: bool = True, timeout: float = 600,
-               **popen: object) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, args: list[str], cwd: Path, check: bool = True, timeout: float = 600, **popen: object
+) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` as a user would, returning its output."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, **popen)  # type: ignore[arg-type]
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )  # type: ignore[arg-type]
     if check and proc.returncode != 0:
         raise AssertionError(f"{module} {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc

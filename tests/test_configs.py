@@ -94,8 +94,13 @@ def test_dialog_1p6b_has_exactly_the_published_parameter_count() -> None:
     model, _ = build(["model=dialog_1p6b"])
     assert sum(p.numel() for p in model.parameters()) == 1_566_428_160
     assert _sizes(model) == {
-        "encoder_layers": 2, "decoder_layers": 24, "encoder_embed_dim": 1920, "decoder_embed_dim": 1920,
-        "encoder_ffn_embed_dim": 7680, "decoder_ffn_embed_dim": 7680, "encoder_attention_heads": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 24,
+        "encoder_embed_dim": 1920,
+        "decoder_embed_dim": 1920,
+        "encoder_ffn_embed_dim": 7680,
+        "decoder_ffn_embed_dim": 7680,
+        "encoder_attention_heads": 32,
         "decoder_attention_heads": 32,
     }
     # The same sizes through the generic model plus the preset, and a CLI arch beats a named model's preset.
@@ -113,8 +118,13 @@ def test_default_is_the_tiny_preset() -> None:
 
 @pytest.mark.parametrize(
     "override",
-    ["model.encoder_layerz=3", "task.dataa=x", "optimization.max_epochs=3",
-     "model.encoder_layers=three", "optimizer.lrr=1"],
+    [
+        "model.encoder_layerz=3",
+        "task.dataa=x",
+        "optimization.max_epochs=3",
+        "model.encoder_layers=three",
+        "optimizer.lrr=1",
+    ],
 )
 def test_misspelt_keys_are_errors(override: str) -> None:
     with pytest.raises(ConfigCompositionException):

@@ -69,8 +69,15 @@ def test_batching_keeps_every_example_and_respects_max_tokens(multiple: int) -> 
 
 
 def _task(corpus: Path, data_bin: Path, **kw: object) -> TranslationTask:
-    return TranslationTask(data=str(corpus), source_lang="ja", target_lang="en", data_bin=str(data_bin), character_coverage=0.98,
-                           vocab_size=1000, **kw)
+    return TranslationTask(
+        data=str(corpus),
+        source_lang="ja",
+        target_lang="en",
+        data_bin=str(data_bin),
+        character_coverage=0.98,
+        vocab_size=1000,
+        **kw,
+    )
 
 
 def test_prepare_reports_caches_and_rebuilds_when_inputs_change(tmp_path: Path, caplog) -> None:
@@ -126,7 +133,9 @@ def test_a_dictionary_that_does_not_fit_the_data_is_refused(tmp_path: Path) -> N
     corpus = cut_corpus(tmp_path / "c", n_train=300, n_valid=11)
     foreign = tmp_path / "dict.txt"
     foreign.write_text("".join(f"word{i} 10\n" for i in range(100)), encoding="utf-8")
-    with pytest.raises(DataError, match=r"dictionary .*dict\.txt does not fit the data: 9\d\.\d% of the tokens of train\.ja are <unk>"):
+    with pytest.raises(
+        DataError, match=r"dictionary .*dict\.txt does not fit the data: 9\d\.\d% of the tokens of train\.ja are <unk>"
+    ):
         _task(corpus, tmp_path / "bin", dict_path=str(foreign)).prepare()
 
 
@@ -152,8 +161,12 @@ def test_over_long_examples_are_skipped_in_train_and_refused_in_valid(tmp_path: 
 def test_preprocess_cli_reports_bad_input_and_exits_nonzero(tmp_path: Path) -> None:
     corpus = cut_corpus(tmp_path / "c", n_train=300, n_valid=11)
     (corpus / "valid.ja").write_text("一行だけ。\n", encoding="utf-8")
-    proc = run_module("runner.preprocess", [f"task.data={corpus}", f"task.data_bin={tmp_path / 'bin'}",
-                                            f"hydra.run.dir={tmp_path / 'out'}"], cwd=tmp_path, check=False)
+    proc = run_module(
+        "runner.preprocess",
+        [f"task.data={corpus}", f"task.data_bin={tmp_path / 'bin'}", f"hydra.run.dir={tmp_path / 'out'}"],
+        cwd=tmp_path,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "valid.ja has 1 lines but" in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr

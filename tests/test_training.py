@@ -33,8 +33,11 @@ def make_trainer(corpus: Path, data_bin: Path, out: Path, *extra: str) -> Traine
 
 def test_main_job_trains_validates_checkpoints_and_logs(corpus, data_bin, tmp_path) -> None:
     out = tmp_path / "run"
-    proc = run_module("runner", micro_overrides(corpus, data_bin, out, "optimization.max_epoch=3",
-                                                "common.log_interval=5"), cwd=tmp_path)
+    proc = run_module(
+        "runner",
+        micro_overrides(corpus, data_bin, out, "optimization.max_epoch=3", "common.log_interval=5"),
+        cwd=tmp_path,
+    )
     log = proc.stdout + proc.stderr
     assert "epoch 001:" in log and "loss=" in log and "wps=" in log and "num_updates=" in log
     for name in ("checkpoint_best.pt", "checkpoint_last.pt", "checkpoint1.pt", "checkpoint3.pt"):
@@ -59,8 +62,13 @@ def _train_losses(path: Path) -> dict[int, float]:
 
 
 def test_sigkilled_run_resumes_mid_epoch_with_identical_losses(corpus, data_bin, tmp_path) -> None:
-    extra = ["optimization.max_update=36", "checkpoint.save_interval_updates=4", "common.log_interval=1",
-             "dataset.max_tokens=512", "model.dropout=0.3"]
+    extra = [
+        "optimization.max_update=36",
+        "checkpoint.save_interval_updates=4",
+        "common.log_interval=1",
+        "dataset.max_tokens=512",
+        "model.dropout=0.3",
+    ]
     ref = tmp_path / "ref"
     run_module("runner", micro_overrides(corpus, data_bin, ref, *extra), cwd=tmp_path)
     reference = _train_losses(ref / "meters.jsonl")
@@ -88,7 +96,7 @@ def test_sigkilled_run_resumes_mid_epoch_with_identical_losses(corpus, data_bin,
     assert losses == reference, "the resumed run's losses equal the uninterrupted run's"
 
 
-@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\(\)` has been overridden")
+@pytest.mark.filterwarnings(r"ignore:Seems like `optimizer.step\(\)` has been overridden")
 def test_update_freq_normalises_by_the_tokens_of_the_whole_update(corpus, data_bin, tmp_path) -> None:
     trainer = make_trainer(corpus, data_bin, tmp_path, "model.dropout=0", "optimization.clip_norm=0")
     ds = trainer.task.dataset("train")
@@ -112,8 +120,16 @@ def test_update_freq_normalises_by_the_tokens_of_the_whole_update(corpus, data_b
 
 def test_nonfinite_updates_are_skipped_then_stop_training(corpus, data_bin, tmp_path, caplog) -> None:
     out = tmp_path / "nan"
-    cfg = compose_train(micro_overrides(corpus, data_bin, out, "criterion=cross_entropy",
-                                        "checkpoint.save_interval_updates=2", "optimization.max_nonfinite_updates=3"))
+    cfg = compose_train(
+        micro_overrides(
+            corpus,
+            data_bin,
+            out,
+            "criterion=cross_entropy",
+            "checkpoint.save_interval_updates=2",
+            "optimization.max_nonfinite_updates=3",
+        )
+    )
     with open_dict(cfg):
         cfg.criterion = {"_target_": "tests.support.NonFiniteCriterion", "nan_calls": [3, 6, 7, 8]}
     trainer = Trainer(cfg, TranslationTask(**cfg.task))
@@ -128,8 +144,15 @@ def test_nonfinite_updates_are_skipped_then_stop_training(corpus, data_bin, tmp_
 def test_patience_stops_and_is_saved_in_the_checkpoint(corpus, data_bin, tmp_path) -> None:
     out = tmp_path / "patience"
     # An lr of zero never improves the validation loss after the first validation.
-    trainer = make_trainer(corpus, data_bin, out, "optimizer.lr=0", "checkpoint.patience=2",
-                           "dataset.validate_interval_updates=2", "optimization.max_epoch=5")
+    trainer = make_trainer(
+        corpus,
+        data_bin,
+        out,
+        "optimizer.lr=0",
+        "checkpoint.patience=2",
+        "dataset.validate_interval_updates=2",
+        "optimization.max_epoch=5",
+    )
     state = trainer.train()
     assert state["bad_validations"] == 2 and state["num_updates"] == 6
     assert ckpt.load(out / "checkpoints" / "checkpoint_last.pt")["trainer"]["bad_validations"] == 2
@@ -153,8 +176,15 @@ def test_finetune_from_model_only_when_no_last_checkpoint(corpus, data_bin, tmp_
 
 def test_keep_interval_updates_prunes_old_checkpoints(corpus, data_bin, tmp_path) -> None:
     out = tmp_path / "keep"
-    make_trainer(corpus, data_bin, out, "optimization.max_update=8", "checkpoint.save_interval_updates=2",
-                 "checkpoint.keep_interval_updates=2", "checkpoint.no_epoch_checkpoints=true").train()
+    make_trainer(
+        corpus,
+        data_bin,
+        out,
+        "optimization.max_update=8",
+        "checkpoint.save_interval_updates=2",
+        "checkpoint.keep_interval_updates=2",
+        "checkpoint.no_epoch_checkpoints=true",
+    ).train()
     names = sorted(p.name for p in (out / "checkpoints").glob("checkpoint_*_*.pt"))
     assert names == ["checkpoint_1_6.pt", "checkpoint_1_8.pt"]
     assert not list((out / "checkpoints").glob(".*.tmp")), "no temporary files left behind"

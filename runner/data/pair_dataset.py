@@ -8,7 +8,8 @@ right-padded target with ``</s>`` moved to the front}, and ``target`` [B, T] rig
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -15,10 +15,11 @@ import logging
 import os
 import shutil
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -104,9 +105,17 @@ def prepare_pairs(
     manifest = {
         "format": FORMAT_VERSION,
         "inputs": {str(p): _sha256(p) for p in [*inputs, *extra]},
-        "settings": {**settings, "splits": list(splits), "langs": list(langs), "spm_model": spm_model,
-                     "dict_path": dict_path, "vocab_size": vocab_size, "spm_model_type": spm_model_type,
-                     "character_coverage": character_coverage, "user_defined_symbols": list(user_defined_symbols)},
+        "settings": {
+            **settings,
+            "splits": list(splits),
+            "langs": list(langs),
+            "spm_model": spm_model,
+            "dict_path": dict_path,
+            "vocab_size": vocab_size,
+            "spm_model_type": spm_model_type,
+            "character_coverage": character_coverage,
+            "user_defined_symbols": list(user_defined_symbols),
+        },
     }
     manifest_path = data_bin / "manifest.json"
     with _locked(data_bin):
@@ -115,8 +124,18 @@ def prepare_pairs(
             if old is not None:
                 log.info("data in %s is stale: rebuilding", data_bin)
             manifest_path.unlink(missing_ok=True)
-            stats = _build(data_bin, splits, langs, read_split, spm_model, dict_path, vocab_size, spm_model_type,
-                           character_coverage, user_defined_symbols)
+            stats = _build(
+                data_bin,
+                splits,
+                langs,
+                read_split,
+                spm_model,
+                dict_path,
+                vocab_size,
+                spm_model_type,
+                character_coverage,
+                user_defined_symbols,
+            )
             manifest["stats"] = {k: asdict(v) for k, v in stats.items()}
             tmp = manifest_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
@@ -198,7 +217,10 @@ def check_unknowns(
         if s.unk_rate > warn_rate:
             log.warning(
                 "!!! %s: %.1f%% of tokens are <unk> (above task.unk_warn_rate=%s); most frequent unknown pieces: %s",
-                key, 100 * s.unk_rate, warn_rate, s.top_unknown,
+                key,
+                100 * s.unk_rate,
+                warn_rate,
+                s.top_unknown,
             )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import sentencepiece as spm
 
@@ -41,7 +41,7 @@ class SentencePieceTokenizer:
         model_type: str = "unigram",
         character_coverage: float = 0.9995,
         user_defined_symbols: Sequence[str] = (),
-    ) -> "SentencePieceTokenizer":
+    ) -> SentencePieceTokenizer:
         """Train a model on ``sentences`` and save it at ``out_path``."""
         buf = io.BytesIO()
         try:

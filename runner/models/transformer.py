@@ -140,7 +140,9 @@ class EncoderLayer(nn.Module):
         return self.fc2(self.activation_dropout(self.activation(self.fc1(x))))
 
     def forward(self, x: Tensor, attn_mask: Optional[Tensor]) -> Tensor:
-        x = self.residual(x, self.self_attn_layer_norm, lambda h: self.self_attn(h, self.self_attn.project_kv(h), attn_mask))
+        x = self.residual(
+            x, self.self_attn_layer_norm, lambda h: self.self_attn(h, self.self_attn.project_kv(h), attn_mask)
+        )
         return self.residual(x, self.final_layer_norm, self.ffn)
 
 
@@ -166,7 +168,7 @@ class DecoderLayer(EncoderLayer):
         x: Tensor,
         encoder_kv: Optional[tuple[Tensor, Tensor]],
         encoder_mask: Optional[Tensor],
-        state: Optional["DecoderState"] = None,
+        state: Optional[DecoderState] = None,
         layer: int = 0,
     ) -> Tensor:
         def self_attention(h: Tensor) -> Tensor:
@@ -191,7 +193,7 @@ class EncoderOut:
         """[B, 1, 1, S] boolean mask for SDPA, True where attention is allowed."""
         return ~self.padding_mask[:, None, None, :]
 
-    def reorder(self, order: Tensor) -> "EncoderOut":
+    def reorder(self, order: Tensor) -> EncoderOut:
         return EncoderOut(self.out.index_select(0, order), self.padding_mask.index_select(0, order))
 
 
@@ -243,7 +245,9 @@ class DecoderState:
 class _Stack(nn.Module):
     """Token + position embedding shared by the encoder and decoder."""
 
-    def __init__(self, embed_tokens: nn.Embedding, dim: int, learned_pos: bool, max_positions: int, cfg: TransformerConfig):
+    def __init__(
+        self, embed_tokens: nn.Embedding, dim: int, learned_pos: bool, max_positions: int, cfg: TransformerConfig
+    ):
         super().__init__()
         self.padding_idx = embed_tokens.padding_idx if embed_tokens.padding_idx is not None else 1
         self.embed_tokens = embed_tokens
@@ -292,7 +296,11 @@ class TransformerDecoder(_Stack):
         super().__init__(embed_tokens, d, cfg.decoder_learned_pos, cfg.max_target_positions, cfg)
         self.layers = nn.ModuleList(
             DecoderLayer(
-                d, cfg.decoder_ffn_embed_dim, cfg.decoder_attention_heads, cfg, cfg.decoder_normalize_before,
+                d,
+                cfg.decoder_ffn_embed_dim,
+                cfg.decoder_attention_heads,
+                cfg,
+                cfg.decoder_normalize_before,
                 no_encoder_attn,
             )
             for _ in range(cfg.decoder_layers)
@@ -372,7 +380,7 @@ class TransformerModel(nn.Module):
         self.decoder = TransformerDecoder(cfg, dec_emb, dec_emb.weight if shared_out else None)
 
     @classmethod
-    def build(cls, src_vocab_size: int, tgt_vocab_size: int, padding_idx: int = 1, **cfg: Any) -> "TransformerModel":
+    def build(cls, src_vocab_size: int, tgt_vocab_size: int, padding_idx: int = 1, **cfg: Any) -> TransformerModel:
         """The ``_target_`` of ``model=transformer``: Hydra passes the config's fields, the task the vocab sizes."""
         return cls(TransformerConfig(**cfg), src_vocab_size, tgt_vocab_size, padding_idx)
 

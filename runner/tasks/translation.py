@@ -45,9 +45,20 @@ class TranslationTask:
         c = self.cfg
         inputs = [self.text_path(s, lang) for s in c.splits for lang in (c.source_lang, c.target_lang)]
         self.prepared = prepare_pairs(
-            c.data_bin, inputs, {"task": "translation"}, c.splits, (c.source_lang, c.target_lang), self.read_split,
-            c.spm_model, c.dict_path, c.vocab_size, c.spm_model_type, c.character_coverage,
-            unk_warn_rate=c.unk_warn_rate, max_unk_rate=c.max_unk_rate, force=force,
+            c.data_bin,
+            inputs,
+            {"task": "translation"},
+            c.splits,
+            (c.source_lang, c.target_lang),
+            self.read_split,
+            c.spm_model,
+            c.dict_path,
+            c.vocab_size,
+            c.spm_model_type,
+            c.character_coverage,
+            unk_warn_rate=c.unk_warn_rate,
+            max_unk_rate=c.max_unk_rate,
+            force=force,
         )
         return self.prepared
 
@@ -106,15 +117,19 @@ class TranslationTask:
         order = ordered_indices(ds.src_sizes, ds.tgt_sizes, seed)
         order = order[~too_long[order]]
         return batch_by_size(
-            order, np.maximum(ds.src_sizes, ds.tgt_sizes), dcfg.max_tokens, dcfg.batch_size,
+            order,
+            np.maximum(ds.src_sizes, ds.tgt_sizes),
+            dcfg.max_tokens,
+            dcfg.batch_size,
             dcfg.required_batch_size_multiple,
         )
 
     # ---------------------------------------------------------------------------------------------------- build
     def build_model(self, model_cfg: DictConfig) -> nn.Module:
         d = self.source_dictionary
-        return instantiate(model_cfg, src_vocab_size=len(d), tgt_vocab_size=len(self.target_dictionary),
-                           padding_idx=d.pad())
+        return instantiate(
+            model_cfg, src_vocab_size=len(d), tgt_vocab_size=len(self.target_dictionary), padding_idx=d.pad()
+        )
 
     def build_criterion(self, criterion_cfg: DictConfig) -> nn.Module:
         return instantiate(criterion_cfg, padding_idx=self.target_dictionary.pad())
@@ -127,10 +142,12 @@ class TranslationTask:
     @staticmethod
     def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
         """The batch with every tensor on ``device``."""
+
         def move(x: Any) -> Any:
             if isinstance(x, torch.Tensor):
                 return x.to(device, non_blocking=True)
             if isinstance(x, dict):
                 return {k: move(v) for k, v in x.items()}
             return x
+
         return move(batch)
