@@ -40,6 +40,10 @@ class TrainMeters:
         self.gnorm += gnorm
         self.clipped += int(clipped)
 
+    def loss_per_token(self) -> float:
+        """Average loss so far, in bits per target token."""
+        return base2_per_token(self.loss, self.ntokens)
+
     def stats(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         n = max(self.updates, 1)
@@ -118,11 +122,14 @@ class Progress:
             yield from bar
         self._bar = None
 
+    def live(self, loss: float, lr: float) -> None:
+        """Keep the bar's ``loss=…, lr=…`` current after every update."""
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{loss:.3g}", lr=f"{lr:.2g}", refresh=False)
+
     def interval(self, epoch: int, done: int, total: int, stats: dict[str, Any]) -> None:
-        """Show an interval's meters: on the bar, or as a plain line."""
-        if self.fmt == "tqdm" and self._bar is not None:
-            self._bar.set_postfix(loss=f"{stats['loss']:.3g}", lr=f"{stats['lr']:.2g}", refresh=False)
-        elif self.fmt == "simple":
+        """Show an interval's meters as a plain line (the bar shows them live)."""
+        if self.fmt == "simple":
             log.info("epoch %03d: %5d / %d %s", epoch, done, total, _fmt(stats))
 
     def summary(self, epoch: int, split: str, stats: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint as ckpt
 from runner.lr_scheduler import steps_on_validation
 from runner.meters import JsonlRecorder, Progress, Recorder, TrainMeters, valid_stats
+
+if TYPE_CHECKING:
+    from runner.tracking import Tracker
 
 log = logging.getLogger("runner.train")
 
@@ -45,7 +48,9 @@ class TrainState:
 
 
 class Trainer:
-    def __init__(self, cfg: DictConfig, task: Any, recorders: Optional[list[Recorder]] = None):
+    def __init__(
+        self, cfg: DictConfig, task: Any, recorders: Optional[list[Recorder]] = None, tracker: Optional[Tracker] = None
+    ):
         self.cfg = cfg
         self.task = task
         c = cfg.common
@@ -63,6 +68,10 @@ class Trainer:
         self._saved_at: Optional[int] = None  # num_updates at the last checkpoint write
         self.save_dir = Path(cfg.checkpoint.save_dir)
         self.recorders: list[Recorder] = [JsonlRecorder(c.meters_file), *(recorders or [])]
+        if tracker:
+            self.recorders.append(tracker)
+        self.tracker = tracker  # MLflow; started after restore() so that a resumed run continues its MLflow run
+        self.tracking: dict[str, Any] = {}  # the MLflow run this training continues (from the checkpoint)
         self.progress = Progress(c.log_format, c.log_interval)
         self.max_positions = self.model.max_positions()
         n_params = sum(p.numel() for p in self.model.parameters())
@@ -94,6 +103,7 @@ class Trainer:
                 **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {}),
             },
             "task_state": self.task.state(),
+            "tracking": self.tracker.state() if self.tracker else self.tracking,
         }
 
     def save(self, end_of_epoch: bool, improved: bool) -> None:
@@ -141,6 +151,7 @@ class Trainer:
             if cc.reset_meters:
                 saved.train_time = 0.0
             self.state = saved
+            self.tracking = state.get("tracking") or {}
             torch.set_rng_state(state["rng"]["torch"])
             if "cuda" in state["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"])
@@ -257,6 +268,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Train until a stopping condition; returns the final state as a dict."""
         self.restore()
+        if self.tracker:
+            self.tracker.start(self.tracking)
         dcfg, o = self.cfg.dataset, self.cfg.optimization
         split = dcfg.train_subset
         ds = self.task.dataset(split)
@@ -310,6 +323,7 @@ class Trainer:
                 outputs, gnorm, clipped = result
                 meters.add(outputs, gnorm, clipped)
                 epoch_meters.add(outputs, gnorm, clipped)
+                self.progress.live(epoch_meters.loss_per_token(), self.optimizer.param_groups[0]["lr"])
                 if s.num_updates % self.progress.log_interval == 0 or last_of_epoch:
                     stats = {
                         **meters.stats(),

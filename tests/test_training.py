@@ -195,3 +195,31 @@ def test_stop_time_and_bf16(corpus, data_bin, tmp_path) -> None:
     assert state["num_updates"] == 1 and state["epoch"] == 1
     state = make_trainer(corpus, data_bin, tmp_path / "bf", "common.bf16=true", "optimization.max_update=2").train()
     assert state["num_updates"] == 2
+
+
+def test_terminal_gets_a_tqdm_bar_per_epoch_and_split(corpus, data_bin, tmp_path) -> None:
+    """Run under a pseudo-terminal, as a user at a shell would see it."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
+    args = micro_overrides(corpus, data_bin, tmp_path / "tty", "optimization.max_epoch=1", "common.log_format=auto")
+    proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=tmp_path, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    proc.wait()
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert proc.returncode == 0, screen[-2000:]
+    assert "[Epoch 1] [TRAIN]:" in screen and "it/s" in screen and "loss=" in screen and "lr=" in screen
+    assert "[Epoch 1] [VALID]:" in screen
