@@ -136,9 +136,7 @@ class SequenceGenerator:
         return finalized
 
     # ------------------------------------------------------------------------------------------- constraints
-    def constrain(
-        self, lprobs: Tensor, tokens: Tensor, step: int, row_max: Tensor, prefix: Optional[Tensor]
-    ) -> None:
+    def constrain(self, lprobs: Tensor, tokens: Tensor, step: int, row_max: Tensor, prefix: Optional[Tensor]) -> None:
         """Apply pad/unk/min/max-length, prefix and n-gram rules to this step's log-probs, in place."""
         c = self.cfg
         lprobs[:, self.pad] = NEG_INF
@@ -186,7 +184,7 @@ class SequenceGenerator:
         step: int,
         row_max: Tensor,
         finalized: list[list[Hypothesis]],
-    ) -> Optional["BeamChoice"]:
+    ) -> Optional[BeamChoice]:
         """One beam step: finish top-beam ``</s>`` candidates, pick the rows to continue; None when all are done."""
         k, vocab = self.cfg.beam, lprobs.size(1)
         n = lprobs.size(0) // k
