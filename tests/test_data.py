@@ -63,6 +63,8 @@ def test_batching_keeps_every_example_and_respects_max_tokens(multiple: int) -> 
     assert sorted(flat.tolist()) == list(range(1001)), "every example in exactly one batch"
     for b in batches:
         assert len(b) * sizes[b].max() <= 300
+    capped = batch_by_size(order, sizes, max_tokens=300, max_sentences=5, required_multiple=multiple)
+    assert max(len(b) for b in capped) <= 5 and sum(len(b) for b in capped) == 1001
     if multiple > 1:
         assert all(len(b) % multiple == 0 or len(b) < multiple for b in batches[:-1])
         assert sum(len(b) % multiple == 0 for b in batches) > len(batches) // 2

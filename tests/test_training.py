@@ -223,3 +223,31 @@ def test_terminal_gets_a_tqdm_bar_per_epoch_and_split(corpus, data_bin, tmp_path
     assert proc.returncode == 0, screen[-2000:]
     assert "[Epoch 1] [TRAIN]:" in screen and "it/s" in screen and "loss=" in screen and "lr=" in screen
     assert "[Epoch 1] [VALID]:" in screen
+
+
+def test_reset_flags_restart_what_they_name(corpus, data_bin, tmp_path) -> None:
+    out = tmp_path / "reset"
+    make_trainer(corpus, data_bin, out, "optimization.max_update=3").train()
+    saved = ckpt.load(out / "checkpoints" / "checkpoint_last.pt")
+    kept = make_trainer(corpus, data_bin, out, "optimization.max_update=6")
+    kept.restore()
+    assert kept.optimizer.state_dict()["state"], "optimizer moments are restored by default"
+    assert kept.scheduler.last_epoch == saved["lr_scheduler"]["last_epoch"]
+    reset = make_trainer(
+        corpus,
+        data_bin,
+        out,
+        "optimization.max_update=6",
+        "checkpoint.reset_optimizer=true",
+        "checkpoint.reset_lr_scheduler=true",
+        "checkpoint.reset_dataloader=true",
+        "checkpoint.reset_meters=true",
+    )
+    reset.restore()
+    assert not reset.optimizer.state_dict()["state"]
+    assert reset.scheduler.last_epoch == 0
+    assert (reset.state.epoch, reset.state.batch_offset, reset.state.train_time) == (1, 0, 0.0)
+    assert reset.state.num_updates == 3, "the update count and weights still come from the checkpoint"
+    assert torch.equal(
+        reset.model.state_dict()["decoder.layers.0.fc1.weight"], saved["model"]["decoder.layers.0.fc1.weight"]
+    )
