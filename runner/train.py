@@ -6,6 +6,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -18,11 +20,13 @@ log = logging.getLogger("runner.train")
 
 def train(cfg: DictConfig) -> dict:
     """Train with a composed config; the returned dict holds the final counters (best metric included)."""
+    from runner.tracking import tracked
     from runner.trainer import Trainer  # torch is imported here, not at --help / --cfg time
 
     log.info("config:\n%s", OmegaConf.to_yaml(cfg))
     task = instantiate(cfg.task)
-    return Trainer(cfg, task).train()
+    with tracked(cfg) as tracker:  # MLflow (imported lazily); finished as FINISHED, FAILED or KILLED
+        return Trainer(cfg, task, tracker=tracker).train()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
@@ -31,7 +35,9 @@ def main(cfg: DictConfig) -> float | None:
     try:
         return train(cfg)["best"]
     except (DataError, CheckpointError) as e:
-        log.error("%s", e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # the launcher reports it with the job's overrides; exiting here would end the whole sweep
+        log.error("%s", e)  # a clear one-line message instead of a traceback
         sys.exit(1)
 
 

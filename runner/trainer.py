@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner import checkpoint as ckpt
 from runner.lr_scheduler import steps_on_validation
 from runner.meters import JsonlRecorder, Progress, Recorder, TrainMeters, valid_stats
+from runner.preemption import PreemptionGuard
 
 if TYPE_CHECKING:
     from runner.tracking import Tracker
@@ -268,6 +269,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Train until a stopping condition; returns the final state as a dict."""
         self.restore()
+        self.preemption = PreemptionGuard()
         if self.tracker:
             self.tracker.start(self.tracking)
         dcfg, o = self.cfg.dataset, self.cfg.optimization
@@ -351,6 +353,7 @@ class Trainer:
             s.epoch, s.batch_offset = s.epoch + 1, 0
         if self._saved_at != self.state.num_updates:
             self.save(end_of_epoch=False, improved=False)  # checkpoint_last holds the final weights
+        self.preemption.close()
         log.info(
             "done training: epoch %d, %d updates, best %s %s",
             self.state.epoch,
@@ -373,6 +376,8 @@ class Trainer:
         if validate:
             improved = self.after_validation(self.validate())
             stop = stop or self.patience_exhausted()
-        if save or improved or stop:
+        if save or improved or stop or self.preemption.requested:
             self.save(end_of_epoch=False, improved=improved)
+        if self.preemption.requested:
+            self.preemption.hand_over()  # under submitit: requeue this job and exit; the re-run resumes
         return stop
