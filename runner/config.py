@@ -95,7 +95,7 @@ class TrackingConfig:
     flush_interval: float = 30.0  # seconds between metric batches (one request each)
     retry_interval: float = 60.0  # seconds before trying an unreachable store again (meanwhile: the spool)
     http_timeout: int = 10  # seconds per request to a tracking server
-    spool_file: str = "${hydra:runtime.output_dir}/mlflow_spool.jsonl"  # what could not be sent yet
+    spool_file: Optional[str] = None  # what could not be sent yet; null: mlflow_spool.jsonl in the run folder
 
 
 # ------------------------------------------------------------------------------------------------------------ task
@@ -418,6 +418,23 @@ class ScoreConfig:
 
 
 @dataclass
+class CompareConfig:
+    """The primary config of ``python -m runner.compare``: a table (and a plot) of runs read from MLflow."""
+
+    uri: Optional[str] = None  # null: $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlflow.db
+    experiment: str = "runner"
+    sweep: Optional[str] = None  # a sweep folder (multirun/DATE/TIME) or a parent run id: only that sweep's jobs
+    filter: str = ""  # MLflow search syntax, e.g. params.optimizer.lr = '0.002' and metrics.`valid/loss` < 9
+    params: Optional[list[str]] = None  # param columns; null: the params whose values differ between the runs
+    metrics: list[str] = field(default_factory=lambda: ["valid/loss", "train_inner/loss"])  # final and best of each
+    sort: str = "valid/loss"  # the metric whose best value orders the table, best run first
+    maximize: list[str] = field(default_factory=list)  # metrics where larger is better (bleu, chrf, acc: always)
+    max_runs: int = 1000
+    plot: Optional[str] = None  # a PNG file: plot_metric over updates for every run in the table
+    plot_metric: str = "valid/loss"
+
+
+@dataclass
 class EvalLMConfig:
     """The primary config of ``python -m runner.eval_lm``: loss and perplexity of a split (base 2, as fairseq)."""
 
@@ -468,6 +485,7 @@ def register_configs() -> None:
         ("interactive", InteractiveConfig),
         ("score", ScoreConfig),
         ("eval_lm", EvalLMConfig),
+        ("compare", CompareConfig),
     ):
         cs.store(name=f"schema_{name}", node=node)
     if not OmegaConf.has_resolver("path_name"):
