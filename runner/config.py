@@ -98,6 +98,15 @@ class TrackingConfig:
     spool_file: Optional[str] = None  # what could not be sent yet; null: mlflow_spool.jsonl in the run folder
 
 
+@dataclass
+class DistributedConfig:
+    """Several processes (torchrun, or a SLURM job with several tasks); ignored in a single process."""
+
+    strategy: str = "ddp"  # ddp: a replica per process | fsdp: parameters, grads and optimizer state sharded
+    backend: str = "auto"  # gloo on CPU, nccl on GPU
+    timeout_s: int = 900  # a collective waiting this long (a rank died without its launcher noticing) fails
+
+
 # ------------------------------------------------------------------------------------------------------------ task
 @dataclass
 class TranslationConfig:
@@ -304,6 +313,9 @@ class TrainConfig:
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    distributed: DistributedConfig = field(default_factory=DistributedConfig)
+    # Plug-in package folder(s), fairseq's --user-dir: conf/ joins the search path, _target_ imports (runner/plugins.py)
+    user_dir: Any = None
 
 
 @dataclass
@@ -372,6 +384,7 @@ class GenerateConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     common: InferenceConfig = field(default_factory=InferenceConfig)
+    user_dir: Any = None  # plug-in folder(s) the model needs; default: the checkpoint's own user_dir
 
 
 @dataclass

@@ -28,7 +28,7 @@ class CrossEntropyCriterion(nn.Module):
 
     def forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, int, dict[str, float]]:
         logits = model(**batch["net_input"])
-        lprobs = model.get_normalized_probs(logits, log_probs=True)
+        lprobs = getattr(model, "module", model).get_normalized_probs(logits, log_probs=True)  # DDP wraps in .module
         loss, nll = self.token_losses(lprobs, batch["target"])
         ntokens = int(batch["ntokens"])
         logging = {

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from runner import checkpoint as ckpt
+from runner import distributed
 from runner.lr_scheduler import steps_on_validation
 from runner.meters import JsonlRecorder, Progress, Recorder, TrainMeters, valid_stats
 from runner.preemption import PreemptionGuard
@@ -57,10 +58,18 @@ class Trainer:
         c = cfg.common
         if c.threads > 0:
             torch.set_num_threads(c.threads)
-        self.device = torch.device("cuda" if torch.cuda.is_available() and not c.cpu else "cpu")
-        torch.manual_seed(c.seed)
+        use_cuda = torch.cuda.is_available() and not c.cpu
+        d = cfg.distributed
+        self.dist = distributed.init(d.backend, d.timeout_s, use_cuda)
+        self.device = torch.device("cuda", self.dist.local_rank) if use_cuda else torch.device("cpu")
+        torch.manual_seed(c.seed)  # the same initial weights on every rank
+        if self.dist.is_main:
+            task.prepare()
+        distributed.barrier(self.dist)  # other ranks reuse what rank 0 prepared
         task.prepare()
-        self.model = task.build_model(cfg.model).to(self.device)
+        self.module = task.build_model(cfg.model).to(self.device)
+        # What the criterion calls: the module itself, or its DDP/FSDP wrapper that synchronises gradients.
+        self.model = distributed.wrap(self.module, self.dist, d.strategy, self.device)
         self.criterion = task.build_criterion(cfg.criterion).to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = instantiate(cfg.optimizer)(self.params)
@@ -71,14 +80,16 @@ class Trainer:
         self.recorders: list[Recorder] = [JsonlRecorder(c.meters_file), *(recorders or [])]
         if tracker:
             self.recorders.append(tracker)
+        if not self.dist.is_main:
+            self.recorders = []  # one record of the run, kept by rank 0
         self.tracker = tracker  # MLflow; started after restore() so that a resumed run continues its MLflow run
         self.tracking: dict[str, Any] = {}  # the MLflow run this training continues (from the checkpoint)
-        self.progress = Progress(c.log_format, c.log_interval)
-        self.max_positions = self.model.max_positions()
-        n_params = sum(p.numel() for p in self.model.parameters())
+        self.progress = Progress(c.log_format if self.dist.is_main else "none", c.log_interval)
+        self.max_positions = self.module.max_positions()
+        n_params = sum(p.numel() for p in self.module.parameters())
         log.info(
             "model: %s, %s parameters; criterion: %s; optimizer: %s",
-            type(self.model).__name__,
+            type(self.module).__name__,
             f"{n_params:,}",
             type(self.criterion).__name__,
             type(self.optimizer).__name__,
@@ -92,17 +103,21 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> dict[str, Any]:
+        """Everything a resumed run needs; with several processes a collective call, complete on rank 0."""
+        model_sd, optim_sd = distributed.full_state_dicts(self.model, self.optimizer, self.dist)
+        rng = {
+            "torch": torch.get_rng_state(),
+            **({"cuda": torch.cuda.get_rng_state(self.device)} if self.device.type == "cuda" else {}),
+        }
         return {
             "version": ckpt.FORMAT_VERSION,
             "cfg": OmegaConf.to_container(self.cfg, resolve=True),
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "model": model_sd,
+            "optimizer": optim_sd,
             "lr_scheduler": self.scheduler.state_dict(),
             "trainer": dict(vars(self.state)),
-            "rng": {
-                "torch": torch.get_rng_state(),
-                **({"cuda": torch.cuda.get_rng_state()} if self.device.type == "cuda" else {}),
-            },
+            "rng": rng,
+            "rng_per_rank": distributed.gather_objects(rng, self.dist),
             "task_state": self.task.state(),
             "tracking": self.tracker.state() if self.tracker else self.tracking,
         }
@@ -122,7 +137,13 @@ class Trainer:
             names.append("checkpoint_best.pt")
         names.append("checkpoint_last.pt")
         start = time.perf_counter()
-        ckpt.save_atomic(self.checkpoint_state(), [self.save_dir / n for n in names])
+        state = self.checkpoint_state()
+        if self.dist.is_main:
+            ckpt.save_atomic(state, [self.save_dir / n for n in names])
+        distributed.barrier(self.dist)
+        self._saved_at = s.num_updates
+        if not self.dist.is_main:
+            return
         log.info(
             "saved %s (epoch %d, %d updates) in %.1fs",
             ", ".join(names),
@@ -131,7 +152,6 @@ class Trainer:
             time.perf_counter() - start,
         )
         ckpt.prune(self.save_dir, cc.keep_interval_updates, cc.keep_last_epochs)
-        self._saved_at = s.num_updates
 
     def restore(self) -> None:
         """Resume from ``restore_file`` when it exists; otherwise start from ``finetune_from_model`` if given."""
@@ -141,9 +161,8 @@ class Trainer:
             path = self.save_dir / path
         if path.is_file():
             state = ckpt.load(path)
-            self.model.load_state_dict(state["model"])
-            if not cc.reset_optimizer:
-                self.optimizer.load_state_dict(state["optimizer"])
+            optim_sd = None if cc.reset_optimizer else state["optimizer"]
+            distributed.load_full_state_dicts(self.model, self.optimizer, state["model"], optim_sd, self.dist)
             if not cc.reset_lr_scheduler:
                 self.scheduler.load_state_dict(state["lr_scheduler"])
             saved = TrainState(**state["trainer"])
@@ -153,9 +172,11 @@ class Trainer:
                 saved.train_time = 0.0
             self.state = saved
             self.tracking = state.get("tracking") or {}
-            torch.set_rng_state(state["rng"]["torch"])
-            if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"])
+            per_rank = state.get("rng_per_rank") or [state["rng"]]
+            rng = per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"]
+            torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and self.device.type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], self.device)
             log.info(
                 "resumed from %s: epoch %d, batch %d, %d updates",
                 path,
@@ -165,32 +186,48 @@ class Trainer:
             )
         elif cc.finetune_from_model:
             state = ckpt.load(cc.finetune_from_model)
-            self.model.load_state_dict(state["model"])
+            distributed.load_full_state_dicts(self.model, None, state["model"], None, self.dist)
             log.info("fine-tuning from %s (optimizer, scheduler and counters start fresh)", cc.finetune_from_model)
 
     # ------------------------------------------------------------------------------------------------- steps
-    def train_step(self, batches: list[dict[str, Any]]) -> Optional[tuple[list[dict[str, Any]], float, bool]]:
-        """One update over ``update_freq`` micro-batches, normalised by the update's total target tokens.
+    def train_step(
+        self, batches: list[dict[str, Any]], n_padding: int = 0
+    ) -> Optional[tuple[list[dict[str, Any]], float, bool]]:
+        """One update over ``update_freq`` micro-batches (on every rank), normalised by the update's total target
+        tokens over all ranks, so that N processes compute what one process with N times the update_freq would.
 
-        Returns the logging outputs, gradient norm and whether it was clipped, or None when the update was skipped
-        because the loss or gradient was not finite.
+        The last ``n_padding`` batches only keep this rank in step with ranks that had one more batch at the end of
+        an epoch: their loss counts zero. Returns the logging outputs (summed over ranks), gradient norm and whether
+        it was clipped, or None when the update was skipped because the loss or gradient was not finite.
         """
         self.model.train()
         self.criterion.train()
         outputs, sample_size, finite = [], 0, True
-        for batch in batches:
+        for i, batch in enumerate(batches):
             batch = self.task.move_to(batch, self.device)
-            with self.autocast():
+            padding = i >= len(batches) - n_padding
+            with self.sync_gradients(i == len(batches) - 1), self.autocast():
                 loss, size, logging_output = self.criterion(self.model, batch)
-            finite &= math.isfinite(logging_output["loss"])
-            loss.backward()
-            sample_size += size
-            outputs.append(logging_output)
+                (loss * 0.0 if padding else loss).backward()
+            if not padding:
+                finite &= math.isfinite(logging_output["loss"])
+                sample_size += size
+                outputs.append(logging_output)
+        if self.dist.enabled:
+            keys = ("loss", "nll_loss", "ntokens", "nsentences")
+            totals = distributed.all_sum(
+                [float(not finite), sample_size, *(sum(o[k] for o in outputs) for k in keys)], self.dist
+            )
+            finite, sample_size = totals[0] == 0, int(totals[1])
+            outputs = [dict(zip(keys, totals[2:]))]
+        # DDP/FSDP average gradients over ranks; scale to the sum over ranks divided by the total sample size.
+        scale = self.dist.world_size / max(sample_size, 1)
         for p in self.params:
             if p.grad is not None:
-                p.grad.div_(max(sample_size, 1))
+                p.grad.mul_(scale)
         clip = self.cfg.optimization.clip_norm
-        gnorm = float(torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf")))
+        norm = torch.nn.utils.clip_grad_norm_(self.params, clip if clip > 0 else float("inf"))
+        gnorm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         if not (finite and math.isfinite(gnorm)):
             self.optimizer.zero_grad(set_to_none=True)
             return None
@@ -201,23 +238,41 @@ class Trainer:
             self.scheduler.step()
         return outputs, gnorm, clip > 0 and gnorm > clip
 
+    def sync_gradients(self, sync: bool) -> AbstractContextManager[Any]:
+        """Skip the gradient all-reduce on all but the last micro-batch of an update (DDP's no_sync)."""
+        if not sync and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP
+            self.model.set_requires_gradient_sync(sync)
+        return nullcontext()
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Loss and perplexity of the valid subset (every example; none skipped unless configured)."""
+        """Loss and perplexity of the valid subset (every example, none skipped unless configured), split over ranks.
+
+        FSDP's forward gathers parameters collectively, so there every rank runs the same number of batches."""
         self.model.eval()
         self.criterion.eval()
         dcfg = self.cfg.dataset
         split = dcfg.valid_subset
         ds = self.task.dataset(split)
         batches = self.task.batches(split, self.max_positions, dcfg, self.cfg.common.seed, train=False)
+        mine = batches[self.dist.rank :: self.dist.world_size]
+        # FSDP's forward gathers parameters collectively (fully_shard wraps in place, so model is module): every
+        # rank then runs the same number of batches, padding with a repeated one that is not counted.
+        collective = self.dist.enabled and self.model is self.module
+        steps = -(-len(batches) // self.dist.world_size) if collective else len(mine)
         loss = nll = 0.0
         ntokens = 0
-        for idx in self.progress.iterate(batches, self.state.epoch, "valid", len(batches)):
+        for i in self.progress.iterate(range(steps), self.state.epoch, "valid", steps):
+            idx = mine[i] if i < len(mine) else batches[0]
             batch = self.task.move_to(ds.collate(idx), self.device)
             with self.autocast():
-                _, _, out = self.criterion(self.model, batch)
-            loss, nll, ntokens = loss + out["loss"], nll + out["nll_loss"], ntokens + out["ntokens"]
-        stats = {**valid_stats(loss, nll, ntokens), "num_updates": self.state.num_updates}
+                _, _, out = self.criterion(self.module, batch)
+            if i < len(mine):
+                loss, nll, ntokens = loss + out["loss"], nll + out["nll_loss"], ntokens + out["ntokens"]
+        loss, nll, ntokens = distributed.all_sum([loss, nll, ntokens], self.dist)
+        stats = {**valid_stats(loss, nll, int(ntokens)), "num_updates": self.state.num_updates}
         return stats
 
     def after_validation(self, stats: dict[str, float]) -> bool:
@@ -291,20 +346,21 @@ class Trainer:
             s = self.state
             batches = self.epoch_batches(all_batches, s.epoch)
             meters, epoch_meters = TrainMeters(), TrainMeters()
-            group: list[dict[str, Any]] = []
-            remaining = batches[s.batch_offset :]
-            for i, idx in enumerate(
-                self.progress.iterate(remaining, s.epoch, "train", len(batches), initial=s.batch_offset)
-            ):
-                group.append(ds.collate(idx))
-                last_of_epoch = i == len(remaining) - 1
-                if len(group) < o.update_freq and not last_of_epoch:
-                    continue
+            # An update takes the next update_freq x world_size batches of the epoch's order; rank r gets every
+            # world_size-th of them, so N processes see what one process with N x update_freq would.
+            per_update = o.update_freq * self.dist.world_size
+            starts = range(s.batch_offset, len(batches), per_update)
+            total_updates = -(-len(batches) // per_update)
+            for start in self.progress.iterate(starts, s.epoch, "train", total_updates, s.batch_offset // per_update):
+                share = batches[start : start + per_update][self.dist.rank :: self.dist.world_size]
+                n_padding = -(-min(per_update, len(batches) - start) // self.dist.world_size) - len(share)
+                group = [ds.collate(idx) for idx in share or batches[start : start + 1]]
+                group += group[:1] * (n_padding - (0 if share else 1))
+                last_of_epoch = start + per_update >= len(batches)
                 t0 = time.perf_counter()
-                result = self.train_step(group)
-                s.train_time += time.perf_counter() - t0
-                s.batch_offset += len(group)
-                group = []
+                result = self.train_step(group, n_padding)
+                s.train_time = distributed.broadcast_float(s.train_time + time.perf_counter() - t0, self.dist)
+                s.batch_offset = min(start + per_update, len(batches))
                 if result is None:
                     s.nonfinite_in_a_row += 1
                     log.warning(
@@ -333,7 +389,7 @@ class Trainer:
                         "num_updates": s.num_updates,
                         "train_wall": round(s.train_time, 1),
                     }
-                    self.progress.interval(s.epoch, s.batch_offset, len(batches), stats)
+                    self.progress.interval(s.epoch, s.batch_offset // per_update, total_updates, stats)
                     self.record("train_inner", {"epoch": s.epoch, **stats})
                     meters.reset()
                 if last_of_epoch:
@@ -376,8 +432,9 @@ class Trainer:
         if validate:
             improved = self.after_validation(self.validate())
             stop = stop or self.patience_exhausted()
-        if save or improved or stop or self.preemption.requested:
+        preempted = distributed.any_true(self.preemption.requested, self.dist)
+        if save or improved or stop or preempted:
             self.save(end_of_epoch=False, improved=improved)
-        if self.preemption.requested:
+        if preempted:
             self.preemption.hand_over()  # under submitit: requeue this job and exit; the re-run resumes
         return stop

@@ -25,3 +25,19 @@ class NonFiniteCriterion(CrossEntropyCriterion):
                 loss = loss * float("nan")
                 out["loss"] = float("nan")
         return loss, size, out
+
+
+class FailingOnRank1Criterion(CrossEntropyCriterion):
+    """Cross-entropy that raises on the third training call of rank 1, as a crashing worker would."""
+
+    def __init__(self, padding_idx: int = 1):
+        super().__init__(padding_idx)
+        self.calls = 0
+
+    def forward(self, model: nn.Module, batch: dict[str, Any]) -> tuple[Tensor, int, dict[str, float]]:
+        import os
+
+        self.calls += 1
+        if os.environ.get("RANK") == "1" and self.calls == 3:
+            raise RuntimeError("simulated failure on rank 1")
+        return super().forward(model, batch)

@@ -2,8 +2,11 @@
 
 Parameter names match fairseq's TransformerModel (``encoder.layers.0.self_attn.q_proj.weight``, ...), so a fairseq
 state_dict maps onto this module by a plain rename table. Tensors are batch-first ([B, T, C]); fairseq is
-time-first, which does not change any parameter. Attention runs through ``F.scaled_dot_product_attention``.
-Incremental decoding keeps keys and values in a preallocated :class:`DecoderState` (no per-step concatenation).
+time-first, which does not change any parameter. Attention runs through ``F.scaled_dot_product_attention``, except
+for a single query position at inference (incremental decoding), which runs as two batched matmuls
+(:func:`single_query_attention`): PyTorch's CPU SDPA kernel is slow for one query. Incremental decoding keeps keys
+and values in a preallocated :class:`DecoderState` (no per-step concatenation); beam search shares one copy of the
+cross-attention keys/values between the beams of a sentence (``group``).
 """
 
 from __future__ import annotations
@@ -94,14 +97,43 @@ class MultiheadAttention(nn.Module):
         attn_mask: Optional[Tensor] = None,
         is_causal: bool = False,
     ) -> Tensor:
-        """Attend from ``query`` [B, T, C] to heads-split keys/values; ``attn_mask`` is True where allowed."""
+        """Attend from ``query`` [B, T, C] to heads-split keys/values; ``attn_mask`` is True where allowed.
+
+        Keys/values (and the mask) may hold fewer rows than ``query``: each then serves ``B // rows`` consecutive
+        query rows (see :func:`single_query_attention`).
+        """
         q = self.split_heads(self.q_proj(query))
         k, v = kv
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )
+        dropout = self.dropout if self.training else 0.0
+        if q.size(2) == 1 and not is_causal and dropout == 0.0:
+            out = single_query_attention(q, k, v, attn_mask)
+        else:
+            group = q.size(0) // k.size(0)
+            if group > 1:
+                k, v = k.repeat_interleave(group, 0), v.repeat_interleave(group, 0)
+                attn_mask = attn_mask.repeat_interleave(group, 0) if attn_mask is not None else None
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
         b, _, t, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, t, -1))
+
+
+def single_query_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None) -> Tensor:
+    """SDPA's result for one query position per row, as two batched matmuls (faster on CPU than SDPA's kernel).
+
+    ``q`` is [R, H, 1, D]; ``k``/``v`` are [N, H, S, D] with ``R`` a multiple of ``N``: consecutive groups of
+    ``R // N`` query rows (a sentence's beams) share one row of keys/values, which then become the group's queries
+    instead of being copied per row. ``attn_mask`` [N, 1, 1, S] is True where attention is allowed. Returns
+    [R, H, 1, D].
+    """
+    rows, heads, _, head_dim = q.shape
+    n = k.size(0)
+    group = rows // n
+    q = q.view(n, group, heads, head_dim).transpose(1, 2) * head_dim**-0.5  # [N, H, G, D]
+    scores = torch.matmul(q, k.transpose(-1, -2))  # [N, H, G, S]
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, -math.inf)
+    out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [N, H, G, D]
+    return out.transpose(1, 2).reshape(rows, heads, 1, head_dim)
 
 
 def _activation(name: str) -> Any:
@@ -166,11 +198,14 @@ class DecoderLayer(EncoderLayer):
     def forward(  # type: ignore[override]
         self,
         x: Tensor,
-        encoder_kv: Optional[tuple[Tensor, Tensor]],
+        encoder_kv: Optional[Tensor | tuple[Tensor, Tensor]],
         encoder_mask: Optional[Tensor],
         state: Optional[DecoderState] = None,
         layer: int = 0,
     ) -> Tensor:
+        """``encoder_kv`` is the encoder output (projected here, inside this layer's forward, as FSDP's per-layer
+        parameter gathering requires) or, when decoding incrementally, its cached keys and values."""
+
         def self_attention(h: Tensor) -> Tensor:
             if state is None:
                 return self.self_attn(h, self.self_attn.project_kv(h), is_causal=h.size(1) > 1)
@@ -178,7 +213,9 @@ class DecoderLayer(EncoderLayer):
 
         x = self.residual(x, self.self_attn_layer_norm, self_attention)
         if self.encoder_attn is not None:
-            x = self.residual(x, self.encoder_attn_layer_norm, lambda h: self.encoder_attn(h, encoder_kv, encoder_mask))
+            assert encoder_kv is not None
+            kv = self.encoder_attn.project_kv(encoder_kv) if isinstance(encoder_kv, Tensor) else encoder_kv
+            x = self.residual(x, self.encoder_attn_layer_norm, lambda h: self.encoder_attn(h, kv, encoder_mask))
         return self.residual(x, self.final_layer_norm, self.ffn)
 
 
@@ -199,21 +236,38 @@ class EncoderOut:
 
 class DecoderState:
     """Incremental decoding state: a self-attention key/value cache preallocated for ``max_len`` steps per layer,
-    and the cross-attention keys/values computed once from the encoder output."""
+    and the cross-attention keys/values computed once from the encoder output.
+
+    The cache is a flat buffer viewed as [layers, rows, heads, capacity, head_dim], with a spare buffer of the same
+    size. A reorder gathers the filled steps into the spare buffer and swaps (one copy, no write-back); it lays them
+    out with room for exactly one more step, so that the next step's attention reads each layer's keys/values as one
+    contiguous block (batched matmuls over a strided slice are several times slower on CPU). Without reorders
+    (greedy search) the capacity stays ``max_len``. With ``group`` > 1 (beam search), the cross-attention
+    keys/values hold one row per sentence, shared by its ``group`` consecutive decoder rows.
+    """
 
     def __init__(self, num_layers: int, batch: int, heads: int, head_dim: int, max_len: int, like: Tensor):
-        shape = (num_layers, batch, heads, max_len, head_dim)
-        self.k = like.new_empty(shape)
-        self.v = like.new_empty(shape)
+        self.layers, self.heads, self.head_dim, self.max_len = num_layers, heads, head_dim, max_len
+        size = num_layers * batch * heads * max_len * head_dim
+        self._flat = (like.new_empty(size), like.new_empty(size))  # storage of self.k, self.v
+        self._spare: Optional[tuple[Tensor, Tensor]] = None  # allocated on the first reorder
+        self.k, self.v = (self._view(f, batch, max_len) for f in self._flat)
         self.length = 0  # steps cached so far
         self.encoder_kv: list[tuple[Tensor, Tensor]] = []
+
+    def _view(self, flat: Tensor, rows: int, capacity: int) -> Tensor:
+        """[layers, rows, heads, capacity, head_dim] over the start of a flat buffer."""
+        shape = (self.layers, rows, self.heads, capacity, self.head_dim)
+        return flat[: math.prod(shape)].view(shape)
 
     def append(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Store this step's keys/values for ``layer`` and return the cache up to and including it."""
         t = k.size(2)
         end = self.length + t
+        if end > self.max_len:
+            raise RuntimeError(f"decoder state holds {self.max_len} steps; step {end} does not fit")
         if end > self.k.size(3):
-            raise RuntimeError(f"decoder state holds {self.k.size(3)} steps; step {end} does not fit")
+            self._relayout(None, self.max_len)
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
@@ -227,15 +281,33 @@ class DecoderState:
         self.reorder_encoder(order)
 
     def reorder_self_attn(self, order: Tensor) -> None:
-        """Reorder (or shrink to ``len(order)`` rows) the self-attention cache, copying only the filled steps."""
-        n, filled = order.size(0), self.length
-        k, v = self.k[:, :, :, :filled].index_select(1, order), self.v[:, :, :, :filled].index_select(1, order)
-        if n > self.k.size(1):
-            shape = (self.k.size(0), n, *self.k.shape[2:])
-            self.k, self.v = self.k.new_empty(shape), self.v.new_empty(shape)
-        self.k, self.v = self.k[:, :n], self.v[:, :n]
-        self.k[:, :, :, :filled] = k
-        self.v[:, :, :, :filled] = v
+        """Reorder (or shrink to ``len(order)`` rows) the self-attention cache, copying only the filled steps.
+
+        The identity order (greedy search, or beams that all kept their rows) copies nothing.
+        """
+        n = order.size(0)
+        if n == self.k.size(1) and torch.equal(order, torch.arange(n, device=order.device)):
+            return
+        self._relayout(order, min(self.max_len, self.length + 1))
+
+    def _relayout(self, order: Optional[Tensor], capacity: int) -> None:
+        """Copy the filled steps (of the rows ``order`` picks, or all rows) into the spare buffer laid out with
+        ``capacity`` steps, and make it the cache."""
+        rows = order.size(0) if order is not None else self.k.size(1)
+        size = self.layers * rows * self.heads * capacity * self.head_dim
+        if self._spare is None or self._spare[0].numel() < size:
+            self._spare = (self._flat[0].new_empty(size), self._flat[1].new_empty(size))
+        filled = self.length
+        new = []
+        for old, flat in zip((self.k, self.v), self._spare):
+            view = self._view(flat, rows, capacity)
+            if order is None:
+                view[:, :, :, :filled] = old[:, :, :, :filled]
+            else:
+                torch.index_select(old[:, :, :, :filled], 1, order, out=view[:, :, :, :filled])
+            new.append(view)
+        self._flat, self._spare = self._spare, self._flat
+        self.k, self.v = new
 
     def reorder_encoder(self, order: Tensor) -> None:
         """Reorder the cross-attention keys/values; beam search needs this only when the batch shrinks."""
@@ -314,16 +386,24 @@ class TransformerDecoder(_Stack):
         self.num_heads = cfg.decoder_attention_heads
         self.head_dim = d // cfg.decoder_attention_heads
 
-    def new_state(self, encoder_out: Optional[EncoderOut], max_len: int, batch_size: int = 0) -> DecoderState:
+    def new_state(
+        self, encoder_out: Optional[EncoderOut], max_len: int, batch_size: int = 0, group: int = 1
+    ) -> DecoderState:
         """An empty incremental state for up to ``max_len`` decoding steps over this encoder output.
 
-        Without an encoder (a language model) ``batch_size`` gives the number of rows.
+        Without an encoder (a language model) ``batch_size`` gives the number of rows. With ``group`` > 1 the
+        decoder runs ``group`` consecutive rows per encoder row (a sentence's beams), sharing its cross-attention
+        keys/values; ``forward`` then takes this un-expanded ``encoder_out``.
         """
         like = encoder_out.out if encoder_out is not None else self.embed_tokens.weight
-        batch = encoder_out.out.size(0) if encoder_out is not None else batch_size
+        batch = encoder_out.out.size(0) * group if encoder_out is not None else batch_size
         state = DecoderState(len(self.layers), batch, self.num_heads, self.head_dim, max_len, like)
         if encoder_out is not None:
-            state.encoder_kv = [layer.encoder_attn.project_kv(encoder_out.out) for layer in self.layers]
+            # contiguous, so that every step's matmuls read them in place
+            state.encoder_kv = []
+            for layer in self.layers:
+                k, v = layer.encoder_attn.project_kv(encoder_out.out)
+                state.encoder_kv.append((k.contiguous(), v.contiguous()))
         return state
 
     def forward(
@@ -339,9 +419,9 @@ class TransformerDecoder(_Stack):
         if encoder_out is not None and encoder_out.padding_mask.any():
             mask = encoder_out.attn_mask()
         for i, layer in enumerate(self.layers):
-            kv = None
+            kv: Optional[Tensor | tuple[Tensor, Tensor]] = None
             if encoder_out is not None:
-                kv = state.encoder_kv[i] if state is not None else layer.encoder_attn.project_kv(encoder_out.out)
+                kv = state.encoder_kv[i] if state is not None else encoder_out.out
             x = layer(x, kv, mask, state, i)
         if state is not None:
             state.advance(tokens.size(1))
