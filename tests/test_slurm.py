@@ -157,3 +157,21 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_result(slurm
     assert "received SIGUSR2" in log and "resumed from" in log, log[-3000:]
     assert ckpt.load(meters.parent / "checkpoints" / "checkpoint_last.pt")["trainer"]["num_updates"] == 60
     assert _losses(meters) == reference, "requeued run ends where an uninterrupted one does"
+
+
+def test_two_tasks_of_one_job_train_as_one_ddp_group(slurm, corpus, data_bin, tmp_path) -> None:
+    args = [
+        "-m",
+        *LAUNCHER,
+        "hydra.launcher.tasks_per_node=2",
+        "hydra.launcher.mem_gb=2",
+        *_sweep_overrides(corpus, data_bin, "optimization.max_update=4", "common.threads=1"),
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (job,) = [p for p in tmp_path.glob("multirun/*/*/0")]
+    logs = "".join(p.read_text() for p in tmp_path.glob("multirun/*/*/.submitit/*/*.out"))
+    assert "distributed: rank 0 of 2" in logs and "distributed: rank 1 of 2" in logs, logs[-3000:]
+    assert ckpt.load(job / "checkpoints" / "checkpoint_last.pt")["trainer"]["num_updates"] == 4
