@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
 from runner.data.text import DataError
 from runner.data.tokenizer import SentencePieceTokenizer
 from runner.dictionary import Dictionary
@@ -222,8 +220,3 @@ def check_unknowns(
                 warn_rate,
                 s.top_unknown,
             )
-
-
-def max_sizes(src_sizes: np.ndarray, tgt_sizes: np.ndarray) -> np.ndarray:
-    """Padded length each pair needs in a batch."""
-    return np.maximum(src_sizes, tgt_sizes)
