@@ -109,15 +109,9 @@ class DistributedConfig:
 
 # ------------------------------------------------------------------------------------------------------------ task
 @dataclass
-class TranslationConfig:
-    """Parallel text in ``{data}/{split}.{lang}``, tokenized with sentencepiece, binarized into ``data_bin``."""
+class VocabularyConfig:
+    """How raw text becomes ids, shared by every text task: sentencepiece, a fairseq dictionary, <unk> limits."""
 
-    _target_: str = "runner.tasks.translation.TranslationTask"
-    data: str = MISSING
-    source_lang: str = MISSING
-    target_lang: str = MISSING
-    data_bin: str = "data-bin/${path_name:${task.data}}"
-    splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
     spm_model: Optional[str] = None  # an existing sentencepiece model; trained on the train split when null
     vocab_size: int = 8000  # for a trained sentencepiece model
     spm_model_type: str = "unigram"
@@ -128,7 +122,19 @@ class TranslationConfig:
 
 
 @dataclass
-class LanguageModelingConfig:
+class TranslationConfig(VocabularyConfig):
+    """Parallel text in ``{data}/{split}.{lang}``, tokenized with sentencepiece, binarized into ``data_bin``."""
+
+    _target_: str = "runner.tasks.translation.TranslationTask"
+    data: str = MISSING
+    source_lang: str = MISSING
+    target_lang: str = MISSING
+    data_bin: str = "data-bin/${path_name:${task.data}}"
+    splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
+
+
+@dataclass
+class LanguageModelingConfig(VocabularyConfig):
     """Monolingual text ``{data}/{split}.{lang}`` (``{split}.txt`` when lang is null), as one token stream cut into
     fixed-length blocks (fairseq's language_modeling task)."""
 
@@ -139,13 +145,6 @@ class LanguageModelingConfig:
     splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
     tokens_per_sample: int = 128  # block length
     sample_break_mode: str = "none"  # none: fixed blocks across sentences | eos: one sentence per sample
-    spm_model: Optional[str] = None
-    vocab_size: int = 8000
-    spm_model_type: str = "unigram"
-    character_coverage: float = 0.9995
-    dict_path: Optional[str] = None
-    unk_warn_rate: float = 0.02
-    max_unk_rate: float = 0.2
 
 
 # ----------------------------------------------------------------------------------------------------------- model

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
 
+from runner.config import VocabularyConfig
 from runner.data.text import DataError
 from runner.data.tokenizer import SentencePieceTokenizer
 from runner.dictionary import Dictionary
@@ -76,42 +77,45 @@ def _locked(data_bin: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def prepare_pairs(
+@dataclass
+class Corpus:
+    """What a task hands to :func:`prepare_corpus`: its raw files, how to read a split, where each side goes.
+
+    ``read_split(split)`` returns one list of lines per side (a translation pair has two sides, a language-model
+    corpus one); ``stem(split, side)`` names the binarized files of that side in ``data_bin``.
+    """
+
+    inputs: Sequence[Path]
+    splits: Sequence[str]
+    sides: Sequence[str]
+    read_split: Callable[[str], Sequence[list[str]]]
+    stem: Callable[[str, str], str]
+    settings: dict[str, object]
+
+
+def prepare_corpus(
     data_bin: str | Path,
-    inputs: Sequence[Path],
-    settings: dict[str, object],
-    splits: Sequence[str],
-    langs: tuple[str, str],
-    read_split: Callable[[str], tuple[list[str], list[str]]],
-    spm_model: Optional[str],
-    dict_path: Optional[str],
-    vocab_size: int,
-    spm_model_type: str,
-    character_coverage: float,
+    corpus: Corpus,
+    vocab: VocabularyConfig,
     user_defined_symbols: Sequence[str] = (),
-    unk_warn_rate: float = 0.02,
-    max_unk_rate: float = 0.2,
     force: bool = False,
 ) -> PreparedData:
-    """Prepare (or reuse) the binarized ``splits`` of a source/target corpus; the first split trains spm/dict."""
+    """Prepare (or reuse) the binarized splits of ``corpus``; the first split trains sentencepiece and the dict."""
     data_bin = Path(data_bin)
-    src, tgt = langs
-    extra = [Path(p) for p in (spm_model, dict_path) if p]
-    for p in [*inputs, *extra]:
+    extra = [Path(p) for p in (vocab.spm_model, vocab.dict_path) if p]
+    for p in [*corpus.inputs, *extra]:
         if not p.is_file():
             raise DataError(f"{p}: file not found")
     manifest = {
         "format": FORMAT_VERSION,
-        "inputs": {str(p): _sha256(p) for p in [*inputs, *extra]},
+        "inputs": {str(p): _sha256(p) for p in [*corpus.inputs, *extra]},
         "settings": {
-            **settings,
-            "splits": list(splits),
-            "langs": list(langs),
-            "spm_model": spm_model,
-            "dict_path": dict_path,
-            "vocab_size": vocab_size,
-            "spm_model_type": spm_model_type,
-            "character_coverage": character_coverage,
+            **corpus.settings,
+            "splits": list(corpus.splits),
+            "sides": list(corpus.sides),
+            "stems": [corpus.stem(split, side) for split in corpus.splits for side in corpus.sides],
+            **{k: getattr(vocab, k) for k in ("spm_model", "dict_path", "vocab_size", "spm_model_type")},
+            "character_coverage": vocab.character_coverage,
             "user_defined_symbols": list(user_defined_symbols),
         },
     }
@@ -122,18 +126,7 @@ def prepare_pairs(
             if old is not None:
                 log.info("data in %s is stale: rebuilding", data_bin)
             manifest_path.unlink(missing_ok=True)
-            stats = _build(
-                data_bin,
-                splits,
-                langs,
-                read_split,
-                spm_model,
-                dict_path,
-                vocab_size,
-                spm_model_type,
-                character_coverage,
-                user_defined_symbols,
-            )
+            stats = _build(data_bin, corpus, vocab, user_defined_symbols)
             manifest["stats"] = {k: asdict(v) for k, v in stats.items()}
             tmp = manifest_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
@@ -142,40 +135,35 @@ def prepare_pairs(
             log.info("using prepared data in %s", data_bin)
             stats = {k: SideStats(**v) for k, v in old["stats"].items()}
     prepared = PreparedData(data_bin, Dictionary.load(data_bin / "dict.txt"), data_bin / "spm.model", stats)
-    check_unknowns(prepared, dict_path, spm_model, unk_warn_rate, max_unk_rate)
+    check_unknowns(prepared, vocab.dict_path, vocab.spm_model, vocab.unk_warn_rate, vocab.max_unk_rate)
     return prepared
 
 
 def _build(
-    data_bin: Path,
-    splits: Sequence[str],
-    langs: tuple[str, str],
-    read_split: Callable[[str], tuple[list[str], list[str]]],
-    spm_model: Optional[str],
-    dict_path: Optional[str],
-    vocab_size: int,
-    spm_model_type: str,
-    character_coverage: float,
-    user_defined_symbols: Sequence[str],
+    data_bin: Path, corpus: Corpus, vocab: VocabularyConfig, user_defined_symbols: Sequence[str]
 ) -> dict[str, SideStats]:
-    src, tgt = langs
-    texts = {split: read_split(split) for split in splits}
+    texts = {split: corpus.read_split(split) for split in corpus.splits}
+    first = corpus.splits[0]
     spm_path = data_bin / "spm.model"
-    if spm_model:
-        shutil.copyfile(spm_model, spm_path)
+    if vocab.spm_model:
+        shutil.copyfile(vocab.spm_model, spm_path)
         tok = SentencePieceTokenizer(spm_path)
     else:
-        train_src, train_tgt = texts[splits[0]]
-        log.info("training a %d-piece sentencepiece model on %s", vocab_size, splits[0])
+        log.info("training a %d-piece sentencepiece model on %s", vocab.vocab_size, first)
         tok = SentencePieceTokenizer.train(
-            [*train_src, *train_tgt], spm_path, vocab_size, spm_model_type, character_coverage, user_defined_symbols
+            [line for side in texts[first] for line in side],
+            spm_path,
+            vocab.vocab_size,
+            vocab.spm_model_type,
+            vocab.character_coverage,
+            user_defined_symbols,
         )
-    pieces = {split: ([tok.encode(s) for s in a], [tok.encode(t) for t in b]) for split, (a, b) in texts.items()}
-    if dict_path:
-        dictionary = Dictionary.load(dict_path)
+    pieces = {split: [[tok.encode(line) for line in side] for side in sides] for split, sides in texts.items()}
+    if vocab.dict_path:
+        dictionary = Dictionary.load(vocab.dict_path)
     else:
         counts: Counter[str] = Counter()
-        for side in pieces[splits[0]]:
+        for side in pieces[first]:
             for line in side:
                 counts.update(line.split())
         dictionary = Dictionary.build(counts)
@@ -183,13 +171,13 @@ def _build(
     dtype = best_dtype(len(dictionary))
     stats: dict[str, SideStats] = {}
     for split, sides in pieces.items():
-        for lang, lines in zip((src, tgt), sides):
+        for side, lines in zip(corpus.sides, sides):
             ids = [dictionary.encode_line(line).numpy() for line in lines]
-            write_indexed_dataset(data_bin / f"{split}.{src}-{tgt}.{lang}", ids, dtype)
+            write_indexed_dataset(data_bin / corpus.stem(split, side), ids, dtype)
             unknown: Counter[str] = Counter()
             for line in lines:
                 unknown.update(dictionary.unknown_tokens(line.split()))
-            stats[f"{split}.{lang}"] = SideStats(
+            stats[f"{split}.{side}"] = SideStats(
                 sentences=len(ids),
                 tokens=int(sum(len(x) for x in ids)),
                 unk=int(sum(int((x == dictionary.unk()).sum()) for x in ids)),

@@ -9,14 +9,10 @@ sample per line (lines longer than a block are split, never dropped).
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,14 +22,12 @@ from torch import nn
 
 from runner.config import DatasetConfig, LanguageModelingConfig
 from runner.data.batching import batch_by_size
-from runner.data.prepare import PreparedData, SideStats, _locked, _sha256, check_unknowns
+from runner.data.prepare import Corpus
 from runner.data.text import DataError, read_lines
-from runner.data.tokenizer import SentencePieceTokenizer
-from runner.dictionary import Dictionary
-from runner.indexed_dataset import IndexedDataset, best_dtype, write_indexed_dataset
+from runner.indexed_dataset import IndexedDataset
+from runner.tasks.base import TextTask
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
 BREAK_MODES = ("none", "eos")
 
 
@@ -96,110 +90,31 @@ class BlockDataset:
         }
 
 
-class LanguageModelingTask:
+class LanguageModelingTask(TextTask):
     """Prepares monolingual data, builds a decoder-only model and its criterion, serves blocked batches."""
 
     def __init__(self, **cfg: Any):
+        super().__init__()
         self.cfg = LanguageModelingConfig(**cfg)
-        self.prepared: Optional[PreparedData] = None
-        self._datasets: dict[str, BlockDataset] = {}
 
     # ------------------------------------------------------------------------------------------------------ data
     def text_path(self, split: str) -> Path:
-        suffix = self.cfg.lang or "txt"
-        return Path(self.cfg.data) / f"{split}.{suffix}"
-
-    def prepare(self, force: bool = False) -> PreparedData:
-        """Make sure the binarized splits are there and current (preparing them if missing or stale)."""
-        c = self.cfg
-        data_bin = Path(c.data_bin)
-        inputs = [self.text_path(s) for s in c.splits] + [Path(p) for p in (c.spm_model, c.dict_path) if p]
-        for p in inputs:
-            if not p.is_file():
-                raise DataError(f"{p}: file not found")
-        manifest = {
-            "format": FORMAT_VERSION,
-            "inputs": {str(p): _sha256(p) for p in inputs},
-            "settings": {
-                "task": "language_modeling",
-                "splits": list(c.splits),
-                "lang": c.lang,
-                "spm_model": c.spm_model,
-                "dict_path": c.dict_path,
-                "vocab_size": c.vocab_size,
-                "spm_model_type": c.spm_model_type,
-                "character_coverage": c.character_coverage,
-            },
-        }
-        manifest_path = data_bin / "manifest.json"
-        with _locked(data_bin):
-            old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-            if force or old is None or {k: old.get(k) for k in manifest} != manifest:
-                manifest_path.unlink(missing_ok=True)
-                stats = self._build(data_bin)
-                manifest["stats"] = {k: asdict(v) for k, v in stats.items()}
-                tmp = manifest_path.with_suffix(".tmp")
-                tmp.write_text(json.dumps(manifest, indent=1, ensure_ascii=False))
-                os.replace(tmp, manifest_path)
-            else:
-                log.info("using prepared data in %s", data_bin)
-                stats = {k: SideStats(**v) for k, v in old["stats"].items()}
-        self.prepared = PreparedData(data_bin, Dictionary.load(data_bin / "dict.txt"), data_bin / "spm.model", stats)
-        check_unknowns(self.prepared, c.dict_path, c.spm_model, c.unk_warn_rate, c.max_unk_rate)
-        return self.prepared
-
-    def _build(self, data_bin: Path) -> dict[str, SideStats]:
-        c = self.cfg
-        texts = {split: read_lines(self.text_path(split)) for split in c.splits}
-        spm_path = data_bin / "spm.model"
-        if c.spm_model:
-            spm_path.write_bytes(Path(c.spm_model).read_bytes())
-            tok = SentencePieceTokenizer(spm_path)
-        else:
-            log.info("training a %d-piece sentencepiece model on %s", c.vocab_size, c.splits[0])
-            tok = SentencePieceTokenizer.train(
-                texts[c.splits[0]], spm_path, c.vocab_size, c.spm_model_type, c.character_coverage
-            )
-        pieces = {split: [tok.encode(line) for line in lines] for split, lines in texts.items()}
-        if c.dict_path:
-            dictionary = Dictionary.load(c.dict_path)
-        else:
-            counts: Counter[str] = Counter()
-            for line in pieces[c.splits[0]]:
-                counts.update(line.split())
-            dictionary = Dictionary.build(counts)
-        dictionary.save(data_bin / "dict.txt")
-        stats = {}
-        for split, lines in pieces.items():
-            ids = [dictionary.encode_line(line).numpy() for line in lines]
-            write_indexed_dataset(data_bin / split, ids, best_dtype(len(dictionary)))
-            unknown: Counter[str] = Counter()
-            for line in lines:
-                unknown.update(dictionary.unknown_tokens(line.split()))
-            stats[split] = SideStats(
-                sentences=len(ids),
-                tokens=int(sum(len(x) for x in ids)),
-                unk=int(sum(int((x == dictionary.unk()).sum()) for x in ids)),
-                top_unknown=[w for w, _ in unknown.most_common(5)],
-            )
-        return stats
-
-    def _need_prepared(self) -> PreparedData:
-        if self.prepared is None:
-            self.prepare()
-        assert self.prepared is not None
-        return self.prepared
+        return Path(self.cfg.data) / f"{split}.{self.side}"
 
     @property
-    def source_dictionary(self) -> Dictionary:
-        return self._need_prepared().dictionary
+    def side(self) -> str:
+        return self.cfg.lang or "txt"
 
-    @property
-    def target_dictionary(self) -> Dictionary:
-        return self._need_prepared().dictionary
-
-    def tokenizer(self) -> SentencePieceTokenizer:
-        return SentencePieceTokenizer(self._need_prepared().spm_path)
+    def corpus(self) -> Corpus:
+        c = self.cfg
+        return Corpus(
+            inputs=[self.text_path(s) for s in c.splits],
+            splits=c.splits,
+            sides=(self.side,),
+            read_split=lambda split: [read_lines(self.text_path(split))],
+            stem=lambda split, side: split,
+            settings={"task": "language_modeling"},
+        )
 
     def dataset(self, split: str, context_window: int = 0) -> BlockDataset:
         """The blocked samples of ``split``."""
@@ -238,17 +153,6 @@ class LanguageModelingTask:
 
     def build_criterion(self, criterion_cfg: DictConfig) -> nn.Module:
         return instantiate(criterion_cfg, padding_idx=self.target_dictionary.pad())
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint needs to rebuild this task's vocabulary without the data folder."""
-        p = self._need_prepared()
-        return {"dictionary": list(p.dictionary.symbols), "spm_model": str(p.spm_path)}
-
-    @staticmethod
-    def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """The batch with every tensor on ``device``."""
-        net = {k: v.to(device, non_blocking=True) for k, v in batch["net_input"].items()}
-        return {**batch, "id": batch["id"].to(device), "target": batch["target"].to(device), "net_input": net}
 
 
 def ids_stream(ids: np.ndarray, eos: int) -> np.ndarray:

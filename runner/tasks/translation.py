@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch import nn
@@ -15,22 +14,20 @@ from torch import nn
 from runner.config import DatasetConfig, TranslationConfig
 from runner.data.batching import batch_by_size, ordered_indices
 from runner.data.pair_dataset import LanguagePairDataset
-from runner.data.prepare import PreparedData, prepare_pairs
+from runner.data.prepare import Corpus
 from runner.data.text import DataError, read_parallel
-from runner.data.tokenizer import SentencePieceTokenizer
-from runner.dictionary import Dictionary
 from runner.indexed_dataset import IndexedDataset
+from runner.tasks.base import TextTask
 
 log = logging.getLogger(__name__)
 
 
-class TranslationTask:
+class TranslationTask(TextTask):
     """Prepares the data, builds model and criterion for it, and runs one train or valid step on a batch."""
 
     def __init__(self, **cfg: Any):
+        super().__init__()
         self.cfg = TranslationConfig(**cfg)
-        self.prepared: Optional[PreparedData] = None
-        self._datasets: dict[str, LanguagePairDataset] = {}
 
     # ------------------------------------------------------------------------------------------------------ data
     def text_path(self, split: str, lang: str) -> Path:
@@ -40,44 +37,17 @@ class TranslationTask:
         """Raw source and target lines of ``split``."""
         return read_parallel(self.text_path(split, self.cfg.source_lang), self.text_path(split, self.cfg.target_lang))
 
-    def prepare(self, force: bool = False) -> PreparedData:
-        """Make sure the binarized data is there and current (preparing it if missing or stale)."""
+    def corpus(self) -> Corpus:
         c = self.cfg
-        inputs = [self.text_path(s, lang) for s in c.splits for lang in (c.source_lang, c.target_lang)]
-        self.prepared = prepare_pairs(
-            c.data_bin,
-            inputs,
-            {"task": "translation"},
-            c.splits,
-            (c.source_lang, c.target_lang),
-            self.read_split,
-            c.spm_model,
-            c.dict_path,
-            c.vocab_size,
-            c.spm_model_type,
-            c.character_coverage,
-            unk_warn_rate=c.unk_warn_rate,
-            max_unk_rate=c.max_unk_rate,
-            force=force,
+        langs = (c.source_lang, c.target_lang)
+        return Corpus(
+            inputs=[self.text_path(s, lang) for s in c.splits for lang in langs],
+            splits=c.splits,
+            sides=langs,
+            read_split=self.read_split,
+            stem=lambda split, lang: f"{split}.{c.source_lang}-{c.target_lang}.{lang}",
+            settings={"task": "translation"},
         )
-        return self.prepared
-
-    def _need_prepared(self) -> PreparedData:
-        if self.prepared is None:
-            self.prepare()
-        assert self.prepared is not None
-        return self.prepared
-
-    @property
-    def source_dictionary(self) -> Dictionary:
-        return self._need_prepared().dictionary
-
-    @property
-    def target_dictionary(self) -> Dictionary:
-        return self._need_prepared().dictionary
-
-    def tokenizer(self) -> SentencePieceTokenizer:
-        return SentencePieceTokenizer(self._need_prepared().spm_path)
 
     def dataset(self, split: str) -> LanguagePairDataset:
         if split not in self._datasets:
@@ -133,21 +103,3 @@ class TranslationTask:
 
     def build_criterion(self, criterion_cfg: DictConfig) -> nn.Module:
         return instantiate(criterion_cfg, padding_idx=self.target_dictionary.pad())
-
-    def state(self) -> dict[str, Any]:
-        """What a checkpoint needs to rebuild this task's vocabulary without the data folder."""
-        p = self._need_prepared()
-        return {"dictionary": list(p.dictionary.symbols), "spm_model": str(p.spm_path)}
-
-    @staticmethod
-    def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-        """The batch with every tensor on ``device``."""
-
-        def move(x: Any) -> Any:
-            if isinstance(x, torch.Tensor):
-                return x.to(device, non_blocking=True)
-            if isinstance(x, dict):
-                return {k: move(v) for k, v in x.items()}
-            return x
-
-        return move(batch)
