@@ -461,6 +461,28 @@ class EvalLMConfig:
     common: InferenceConfig = field(default_factory=InferenceConfig)
 
 
+@dataclass
+class ConvertConfig:
+    """The primary config of ``python -m runner.convert``: a fairseq transformer checkpoint written as one of ours."""
+
+    path: str = MISSING  # the fairseq checkpoint (.pt)
+    output: str = MISSING  # our checkpoint to write
+    dict_path: Optional[str] = None  # default: dict.txt (or dict.{src}.txt = dict.{tgt}.txt) beside the checkpoint
+    spm_model: Optional[str] = None  # the sentencepiece model its dictionary's pieces come from (for generate)
+    source_lang: Optional[str] = None  # default: the checkpoint's task.source_lang
+    target_lang: Optional[str] = None  # default: the checkpoint's task.target_lang
+    data: Optional[str] = None  # raw text folder recorded as task.data (generate's default data=)
+
+
+@dataclass
+class ExportConfig:
+    """The primary config of ``python -m runner.export``: a checkpoint of ours as a self-contained folder."""
+
+    path: str = MISSING  # our checkpoint (.pt)
+    output: str = MISSING  # folder: model.safetensors, config.yaml, dict.txt, the sentencepiece model
+    spm_model: Optional[str] = None  # default: the sentencepiece model recorded in the checkpoint
+
+
 SCHEMAS: dict[str, dict[str, type]] = {
     "task": {"translation": TranslationConfig, "language_modeling": LanguageModelingConfig},
     "model": {"transformer": TransformerConfig, "transformer_lm": TransformerLMConfig},
@@ -498,6 +520,8 @@ def register_configs() -> None:
         ("score", ScoreConfig),
         ("eval_lm", EvalLMConfig),
         ("compare", CompareConfig),
+        ("convert", ConvertConfig),
+        ("export", ExportConfig),
     ):
         cs.store(name=f"schema_{name}", node=node)
     if not OmegaConf.has_resolver("path_name"):

@@ -185,8 +185,11 @@ class Trainer:
                 saved.num_updates,
             )
         elif cc.finetune_from_model:
-            state = ckpt.load(cc.finetune_from_model)
-            distributed.load_full_state_dicts(self.model, None, state["model"], None, self.dist)
+            from runner.fairseq_import import finetune_weights  # ours as saved, or a fairseq file converted
+
+            dictionary = getattr(self.task, "source_dictionary", None)
+            weights = finetune_weights(cc.finetune_from_model, self.cfg.model, dictionary)
+            distributed.load_full_state_dicts(self.model, None, weights, None, self.dist)
             log.info("fine-tuning from %s (optimizer, scheduler and counters start fresh)", cc.finetune_from_model)
 
     # ------------------------------------------------------------------------------------------------- steps

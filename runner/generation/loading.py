@@ -94,9 +94,15 @@ def load_model(
     bf16: bool = False,
     purpose: str = "this command",
 ) -> LoadedModel:
-    """Load ``path`` for inference; ``expect`` lists the model kinds ``purpose`` can use."""
+    """Load ``path`` (a checkpoint, or an exported folder) for inference; ``expect`` lists the model kinds
+    ``purpose`` can use."""
     path = Path(path)
-    state = ckpt.load(path)
+    if path.is_dir():  # a folder written by `python -m runner.export`
+        from runner.export import read_exported
+
+        state = read_exported(path)
+    else:
+        state = ckpt.load(path)
     if "cfg" not in state or "task_state" not in state:
         raise ckpt.CheckpointError(f"{path}: has no 'cfg'/'task_state': not written by `python -m runner`")
     cfg = OmegaConf.create(state["cfg"])
