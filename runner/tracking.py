@@ -434,9 +434,15 @@ class Tracker:
         self._retry_at = 0.0
         self._warned = False
         self._finished = False
-        # import mlflow and open the store while the trainer builds the model: start() then waits less
+        self._waiting: list[Op] = []  # operations held while mlflow is imported in the background
+        # import mlflow and open the store in the background: training does not wait for it (2-3 s, more for a new
+        # SQLite file); operations wait in memory until it is done
         self._warm = threading.Thread(target=self._prewarm, name="mlflow-prewarm", daemon=True)
         self._warm.start()
+
+    def wait_ready(self) -> None:
+        """Block until mlflow is imported and the store opened (finish() and resuming do it themselves)."""
+        self._warm.join()
 
     def _prewarm(self) -> None:
         try:
@@ -454,13 +460,17 @@ class Tracker:
         return None if ref.startswith(PENDING) else ref
 
     def state(self) -> dict[str, Any]:
-        """What a checkpoint keeps so that a resumed run (and generate/score) finds this run."""
+        """What a checkpoint keeps so that a resumed run (and generate/score) finds this run: the run is created
+        first if it is still waiting for the background import (a checkpoint must name its run)."""
+        if self._waiting and self.run_id is None:
+            t0 = time.perf_counter()
+            self._deliver([], force=True, final=True)
+            self.overhead += time.perf_counter() - t0
         return {"run_id": self.run_id, "uri": self.uri, "spool": str(self.spool.path.absolute())}
 
     def start(self, resume: Optional[Mapping[str, Any]] = None) -> None:
         """Continue the checkpoint's run (``resume``: its ``state()``) or one pending in the spool, else create one."""
         t0 = time.perf_counter()
-        self._warm.join()
         t = self.cfg.tracking
         ref = self._resumable(resume or {}) or self.spool.pending_ref()
         tags = run_tags()
@@ -490,9 +500,7 @@ class Tracker:
         if HydraConfig.initialized() and HydraConfig.get().output_subdir is not None:
             hydra_dir = Path(HydraConfig.get().runtime.output_dir) / HydraConfig.get().output_subdir
             ops.append({"op": "artifact", "run": self._ref, "path": str(hydra_dir), "artifact_path": "hydra"})
-        self._deliver(ops, force=True)
-        if self.run_id and not ref:
-            log.info("tracking: MLflow run %s at %s", self.run_id, self.uri)
+        self._deliver(ops, force=True)  # sent now, or with the first batch once mlflow is imported
         self.overhead += time.perf_counter() - t0
 
     def _resumable(self, resume: Mapping[str, Any]) -> Optional[str]:
@@ -500,6 +508,7 @@ class Tracker:
         run_id, uri = resume.get("run_id"), resume.get("uri")
         if not run_id:
             return None
+        self._warm.join()
         if uri and uri != self.uri:
             log.info(
                 "tracking: the checkpoint's MLflow run %s is in %s, not %s: starting a new run", run_id, uri, self.uri
@@ -550,7 +559,7 @@ class Tracker:
             self._buffer = []
         ops += self._artifact_ops()
         ops.append({"op": "status", "run": self._ref, "status": status, "end_time": int(time.time() * 1000)})
-        self._deliver(ops, force=True)
+        self._deliver(ops, force=True, final=True)
         self.overhead += time.perf_counter() - t0
         left = len(self.spool.read())
         if left:
@@ -598,8 +607,18 @@ class Tracker:
                 ops.append({"op": "artifact", "run": self._ref, "path": str(best), "artifact_path": "checkpoint_best"})
         return [op for op in ops if op["op"] != "artifact" or Path(op["path"]).exists()]
 
-    def _deliver(self, ops: list[Op], force: bool = False) -> None:
-        """Send the spool's backlog, then ``ops``; whatever fails goes to the spool, and training goes on."""
+    def _deliver(self, ops: list[Op], force: bool = False, final: bool = False) -> None:
+        """Send the spool's backlog, then ``ops``; whatever fails goes to the spool, and training goes on.
+
+        While mlflow is still being imported in the background, operations wait in memory (training does not);
+        ``final`` waits for the import and sends everything.
+        """
+        if final:
+            self._warm.join()
+        if self._warm.is_alive():
+            self._waiting += ops
+            return
+        ops, self._waiting = self._waiting + ops, []
         if self._down and not force and time.monotonic() < self._retry_at:
             self.spool.append(ops, self.uri)
             return
@@ -622,6 +641,7 @@ class Tracker:
         self._down = False
         if self._ref in self.store.refs:
             self._ref = self.store.refs[self._ref]
+            log.info("tracking: MLflow run %s at %s", self._ref, self.uri)
 
     def _failed(self, e: Exception) -> None:
         first_of_outage = not self._down

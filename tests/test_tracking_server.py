@@ -103,10 +103,11 @@ def test_a_server_killed_mid_run_loses_nothing(server, corpus, data_bin, tmp_pat
     spool = out / "mlflow_spool.jsonl"
     with caplog.at_level(logging.INFO, logger="runner.tracking"):
         t.start({})
-        run_id = t.run_id
-        assert run_id, "created on the server"
+        t.wait_ready()  # from here on, with flush_interval=0, every record is sent at once
         for step in range(1, 11):
             t("train_inner", {"loss": 100.0 - step, "lr": 1e-3, "num_updates": step})
+        run_id = t.run_id
+        assert run_id, "created on the server"
         assert not spool.exists()
 
         server.kill()
