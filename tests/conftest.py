@@ -33,6 +33,7 @@ MICRO = [
     "lr_scheduler.warmup_updates=10",
     "common.log_format=simple",
     "common.threads=1",
+    "tracking.enabled=false",  # tests of tracking turn it on themselves
 ]
 
 
