@@ -167,8 +167,8 @@ class BiasedLogits(nn.Module):
         outer = self
 
         class Decoder(nn.Module):
-            def new_state(self, encoder_out, max_len):
-                return model.decoder.new_state(encoder_out, max_len)
+            def new_state(self, encoder_out, max_len, **kw):
+                return model.decoder.new_state(encoder_out, max_len, **kw)
 
             def forward(self, prev, encoder_out, state=None):
                 logits = model.decoder(prev, encoder_out, state).clone()

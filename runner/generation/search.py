@@ -14,6 +14,11 @@ Definitions (shared/notes/fairseq-formats.md), so that scores compare with fairs
 Sampling draws ``beam`` independent hypotheses per sentence (top-k / top-p filtered), each scored like a beam
 hypothesis with its log-probability under the unfiltered distribution. Finished sentences leave the batch, and the
 decoder keeps its keys/values in a preallocated cache (``DecoderState``) that is reordered, never concatenated.
+
+Per-step cost (beam search with the cache): the encoder output and its cross-attention keys/values stay at one row
+per sentence, shared by the sentence's beams; candidates come from a per-row top-``2 * beam`` of the log-probs
+(adding a row's running score does not change its ranking) before the top ``2 * beam`` per sentence, so no
+full-vocabulary tensor is built besides the log-probs themselves.
 """
 
 from __future__ import annotations
@@ -42,12 +47,14 @@ class Hypothesis:
 @dataclass
 class BeamChoice:
     """The rows a beam step continues (``rows`` index the current batch), their new tokens and cumulative scores,
-    and, when finished sentences leave the batch, the order that shrinks the encoder side."""
+    and, when finished sentences leave the batch, the sentences that stay (``alive``, indexing the current
+    sentences) and the row order that shrinks a per-row encoder side."""
 
     rows: Tensor
     tokens: Tensor
     scores: Tensor
     encoder_order: Optional[Tensor]
+    alive: Optional[Tensor] = None
 
 
 def validate(cfg: GenerationConfig) -> None:
@@ -93,9 +100,15 @@ class SequenceGenerator:
         max_lens = self.max_lengths(src_tokens.ne(self.pad).sum(1)).to(device)
         steps = int(max_lens.max())
         rows = torch.arange(bsz, device=device).repeat_interleave(k)  # sentence of each row
-        encoder_out = self.model.encoder(src_tokens).reorder(rows)
+        encoder_out = self.model.encoder(src_tokens)
         decoder = self.model.decoder
-        state = decoder.new_state(encoder_out, steps + 1) if c.use_cache else None
+        # Beam search keeps each sentence's k rows together: they share one row of the encoder side.
+        grouped = c.use_cache and not c.sampling and k > 1
+        if grouped:
+            state: Optional[Any] = decoder.new_state(encoder_out, steps + 1, group=k)
+        else:
+            encoder_out = encoder_out.reorder(rows)
+            state = decoder.new_state(encoder_out, steps + 1) if c.use_cache else None
         tokens = torch.full((bsz * k, steps + 2), self.pad, dtype=torch.long, device=device)
         tokens[:, 0] = self.eos
         scores = torch.zeros(bsz * k, steps + 1, device=device)  # cumulative log-probs after each step
@@ -103,12 +116,18 @@ class SequenceGenerator:
             prefix_tokens = prefix_tokens.to(device)
         finalized: list[list[Hypothesis]] = [[] for _ in range(bsz)]
         for step in range(steps + 1):
-            logits = decoder(tokens[:, : step + 1], encoder_out, state)[:, -1, :]
+            # At step 0 a sentence's k rows are identical: the grouped decoder runs one row per sentence
+            # (a cache of one row each), and beam_step expands the sentence from it.
+            live = slice(None, None, k) if grouped and step == 0 else slice(None)
+            if grouped and step == 0:
+                state.reorder_self_attn(torch.arange(bsz, device=device))
+            logits = decoder(tokens[live, : step + 1], encoder_out, state)[:, -1, :]
             if c.temperature != 1.0:
                 logits = logits / c.temperature
             lprobs = torch.log_softmax(logits.float(), dim=-1)
             row_max = max_lens[rows]
-            self.constrain(lprobs, tokens, step, row_max, prefix_tokens[rows] if prefix_tokens is not None else None)
+            prefix = prefix_tokens[rows[live]] if prefix_tokens is not None else None
+            self.constrain(lprobs, tokens[live], step, row_max[live], prefix)
             if c.sampling:
                 keep = self.sample_step(lprobs, tokens, scores, rows, step, finalized)
                 if keep is None:
@@ -124,8 +143,10 @@ class SequenceGenerator:
                 keep, encoder_order = chosen.rows, chosen.encoder_order
                 tokens, scores, rows = tokens[keep], scores[keep], rows[keep]
                 tokens[:, step + 1], scores[:, step] = chosen.tokens, chosen.scores
+            if grouped:
+                encoder_order = chosen.alive
             if state is not None:
-                state.reorder_self_attn(keep)
+                state.reorder_self_attn(keep // k if grouped and step == 0 else keep)
                 if encoder_order is not None:
                     state.reorder_encoder(encoder_order)
             if encoder_order is not None:
@@ -185,17 +206,25 @@ class SequenceGenerator:
         row_max: Tensor,
         finalized: list[list[Hypothesis]],
     ) -> Optional[BeamChoice]:
-        """One beam step: finish top-beam ``</s>`` candidates, pick the rows to continue; None when all are done."""
+        """One beam step: finish top-beam ``</s>`` candidates, pick the rows to continue; None when all are done.
+
+        At step 0 ``lprobs`` may hold one row per sentence instead of ``beam`` identical ones.
+        """
         k, vocab = self.cfg.beam, lprobs.size(1)
-        n = lprobs.size(0) // k
-        if step == 0:
-            cum = lprobs.view(n, k, vocab).clone()
-            cum[:, 1:] = NEG_INF  # all beams are identical at the start: expand only the first
+        n = tokens.size(0) // k
+        # A sentence's top 2k candidates are among its rows' own top 2k: rank per row, then per sentence.
+        per_row = min(2 * k, vocab)
+        row_scores, row_tokens = lprobs.topk(per_row, dim=1)  # [rows, per_row]
+        if step == 0:  # all beams are identical at the start: expand only the first
+            first_scores, first_tokens = row_scores.view(n, -1, per_row)[:, 0], row_tokens.view(n, -1, per_row)[:, 0]
+            row_scores = first_scores.new_full((n, k, per_row), NEG_INF)
+            row_scores[:, 0] = first_scores
+            row_tokens = first_tokens.unsqueeze(1).expand(n, k, per_row)
         else:
-            cum = (lprobs + scores[:, step - 1 : step]).view(n, k, vocab)
-        cand_scores, cand_idx = cum.view(n, k * vocab).topk(2 * k)
-        cand_beams = torch.div(cand_idx, vocab, rounding_mode="floor")
-        cand_tokens = cand_idx - cand_beams * vocab
+            row_scores += scores[:, step - 1 : step]
+        cand_scores, cand_idx = row_scores.reshape(n, k * per_row).topk(2 * k)
+        cand_beams = torch.div(cand_idx, per_row, rounding_mode="floor")
+        cand_tokens = row_tokens.reshape(n, k * per_row).gather(1, cand_idx)
         cand_rows = cand_beams + torch.arange(n, device=lprobs.device).unsqueeze(1) * k
         ended = cand_tokens.eq(self.eos) & cand_scores.ne(NEG_INF)
         done = row_max.view(n, k)[:, 0].le(step)  # at its max length a sentence finishes this step
@@ -215,12 +244,12 @@ class SequenceGenerator:
         pick = rank.topk(k, dim=1, largest=False).indices
         next_rows = cand_rows.gather(1, pick)
         next_tokens, next_scores = cand_tokens.gather(1, pick), cand_scores.gather(1, pick)
-        encoder_order = None
+        encoder_order = alive = None
         if bool(done.any()):
             alive = (~done).nonzero().squeeze(1)
             next_rows, next_tokens, next_scores = next_rows[alive], next_tokens[alive], next_scores[alive]
             encoder_order = (alive.unsqueeze(1) * k + torch.arange(k, device=lprobs.device)).view(-1)
-        return BeamChoice(next_rows.reshape(-1), next_tokens.reshape(-1), next_scores.reshape(-1), encoder_order)
+        return BeamChoice(next_rows.reshape(-1), next_tokens.reshape(-1), next_scores.reshape(-1), encoder_order, alive)
 
     def sample_step(
         self,
