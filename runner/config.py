@@ -76,6 +76,8 @@ class CheckpointConfig:
     keep_last_epochs: int = -1  # keep the last N epoch checkpoints (-1: all)
     no_epoch_checkpoints: bool = False  # only checkpoint_best/last at epoch ends
     no_save: bool = False
+    background_save: bool = True  # write checkpoints in a thread from a CPU snapshot; training waits only for the copy
+    save_optimizer_state: bool = True  # false: smaller, faster checkpoints; a resume then restarts the optimizer
     best_checkpoint_metric: str = "loss"
     maximize_best_checkpoint_metric: bool = False
     patience: int = -1  # stop after N validations without improvement (-1: never)
@@ -117,6 +119,9 @@ class VocabularyConfig:
     spm_model_type: str = "unigram"
     character_coverage: float = 0.9995
     dict_path: Optional[str] = None  # an existing fairseq dict.txt; built from the train split when null
+    # dict.txt = the sentencepiece pieces in id order, count 100 each (NTT's sp_oall_32k.txt), instead of counts
+    dict_from_spm: bool = False
+    spm_options: dict[str, Any] = field(default_factory=dict)  # further sentencepiece trainer flags, e.g. unk_id
     unk_warn_rate: float = 0.02  # warn loudly above this share of <unk> tokens in a split
     max_unk_rate: float = 0.2  # above this the dictionary does not fit the data: error
 
@@ -145,6 +150,45 @@ class LanguageModelingConfig(VocabularyConfig):
     splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
     tokens_per_sample: int = 128  # block length
     sample_break_mode: str = "none"  # none: fixed blocks across sentences | eos: one sentence per sample
+
+
+# NTT's vocabulary (shared/notes/ntt-dialog-1p6b.md): speaker tags kept whole at sentencepiece ids 2-6 behind <unk>
+# and </s>, no dummy prefix, NFKC + case folding; with dict_from_spm, fairseq id = sentencepiece id + 2.
+NTT_USER_SYMBOLS = ["[CLS]", "[SEP]", "[SPK1]", "[SPK2]", "<mask>"]
+NTT_SPM_OPTIONS: dict[str, Any] = {
+    "unk_id": 0,
+    "eos_id": 1,
+    "bos_id": -1,
+    "pad_id": -1,
+    "add_dummy_prefix": False,
+    "normalization_rule_name": "nmt_nfkc_cf",
+    "hard_vocab_limit": False,  # vocab_size is an upper bound: small dialog corpora have fewer pieces
+}
+
+
+@dataclass
+class DialogConfig(VocabularyConfig):
+    """Context -> next turn pairs from multi-turn dialogs (runner/tasks/dialog.py), in NTT's format and vocabulary.
+
+    ``format``: ``chatterbot`` (every ``*.yml`` in ``data``, split by conversation), ``tsv`` (``{split}.tsv`` lines
+    ``context<TAB>response``) or ``src_dst`` (``{split}.src`` / ``{split}.dst``); ``auto`` picks by the files present.
+    """
+
+    _target_: str = "runner.tasks.dialog.DialogTask"
+    data: str = MISSING
+    format: str = "auto"  # auto | chatterbot | tsv | src_dst
+    data_bin: str = "data-bin/${path_name:${task.data}}-dialog"
+    splits: list[str] = field(default_factory=lambda: ["train", "valid", "test"])
+    split_every: int = 10  # chatterbot: conversation i is valid when i % N == N - 2, test when i % N == N - 1
+    context_turns: int = 4  # turns in the source, the newest user turn included
+    max_context_chars: int = 512  # source characters; the oldest turns go first
+    user_tag: str = "[SPK2]"
+    system_tag: str = "[SPK1]"
+    separator: str = "[SEP]"
+    user_defined_symbols: list[str] = field(default_factory=lambda: list(NTT_USER_SYMBOLS))
+    vocab_size: int = 4000
+    dict_from_spm: bool = True
+    spm_options: dict[str, Any] = field(default_factory=lambda: dict(NTT_SPM_OPTIONS))
 
 
 # ----------------------------------------------------------------------------------------------------------- model
@@ -231,6 +275,7 @@ class AdafactorConfig:
 
     _target_: str = "torch.optim.Adafactor"
     _partial_: bool = True
+    _convert_: str = "all"  # eps as a plain list: a ListConfig in param_groups would not load with weights_only
     lr: float = 1e-3
     beta2_decay: float = -0.8
     eps: list[Optional[float]] = field(default_factory=lambda: [None, 1e-3])
@@ -484,7 +529,7 @@ class ExportConfig:
 
 
 SCHEMAS: dict[str, dict[str, type]] = {
-    "task": {"translation": TranslationConfig, "language_modeling": LanguageModelingConfig},
+    "task": {"translation": TranslationConfig, "language_modeling": LanguageModelingConfig, "dialog": DialogConfig},
     "model": {"transformer": TransformerConfig, "transformer_lm": TransformerLMConfig},
     "criterion": {
         "cross_entropy": CrossEntropyConfig,

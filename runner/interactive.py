@@ -44,14 +44,10 @@ class DialogHistory:
     def context(self, utterance: str, drop: int = 0) -> str:
         """The source for ``utterance``: up to ``turns - 1`` earlier turns (minus the ``drop`` oldest) that fit
         ``max_chars - len(utterance)`` characters, then the new user turn."""
+        from runner.tasks.dialog import dialog_context  # the format the dialog task trains on
+
         c = self.cfg
-        earlier = self.turns[-(c.turns - 1) :] if c.turns > 1 else []
-        earlier = earlier[drop:]
-        parts = [f"{tag}{text}{c.separator}" for tag, text in earlier]
-        budget = c.max_chars - len(utterance)
-        while parts and sum(len(p) for p in parts) > budget:
-            parts.pop(0)
-        return "".join(parts) + f"{c.user_tag}{utterance}"
+        return dialog_context(self.turns, utterance, c.turns, c.max_chars, c.user_tag, c.separator, drop)
 
     def add(self, utterance: str, reply: str) -> None:
         """Record the user's turn and the system's reply."""

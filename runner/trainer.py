@@ -67,7 +67,9 @@ class Trainer:
             task.prepare()
         distributed.barrier(self.dist)  # other ranks reuse what rank 0 prepared
         task.prepare()
-        self.module = task.build_model(cfg.model).to(self.device)
+        # Weights that come from a checkpoint are read once and taken in place by a model built on the meta device.
+        self._initial = self.initial_weights()
+        self.module = self.build_module().to(self.device)
         # What the criterion calls: the module itself, or its DDP/FSDP wrapper that synchronises gradients.
         self.model = distributed.wrap(self.module, self.dist, d.strategy, self.device)
         self.criterion = task.build_criterion(cfg.criterion).to(self.device)
@@ -77,6 +79,7 @@ class Trainer:
         self.state = TrainState()
         self._saved_at: Optional[int] = None  # num_updates at the last checkpoint write
         self.save_dir = Path(cfg.checkpoint.save_dir)
+        self.saver = ckpt.BackgroundSaver()
         self.recorders: list[Recorder] = [JsonlRecorder(c.meters_file), *(recorders or [])]
         if tracker:
             self.recorders.append(tracker)
@@ -102,6 +105,37 @@ class Trainer:
         return nullcontext()
 
     # -------------------------------------------------------------------------------------------- checkpoints
+    def initial_weights(self) -> Optional[tuple[str, dict[str, Any]]]:
+        """(path, checkpoint) of where this run's weights come from: the restore file (memory-mapped) when it exists,
+        else ``finetune_from_model``; None when training starts from random weights."""
+        cc = self.cfg.checkpoint
+        path = Path(cc.restore_file)
+        if not path.is_absolute():
+            path = Path(cc.save_dir) / path
+        if path.is_file():
+            return str(path), ckpt.load(path, mmap=True)
+        if cc.finetune_from_model:
+            from runner.fairseq_import import finetune_weights
+
+            dictionary = getattr(self.task, "source_dictionary", None)
+            return cc.finetune_from_model, {
+                "model": finetune_weights(cc.finetune_from_model, self.cfg.model, dictionary)
+            }
+        return None
+
+    def build_module(self) -> torch.nn.Module:
+        """The task's model: random weights from scratch, else built on the meta device holding the loaded ones (a
+        1.6B model never materialises a random fp32 copy first)."""
+        if self._initial is None:
+            return self.task.build_model(self.cfg.model)
+        path, state = self._initial
+        return ckpt.build_with_weights(lambda: self.task.build_model(self.cfg.model), state["model"], path)
+
+    def take_initial(self, path: str | Path) -> Optional[dict[str, Any]]:
+        """The checkpoint read at start-up for ``path`` (then forgotten, freeing it), or None."""
+        initial, self._initial = self._initial, None
+        return initial[1] if initial is not None and Path(initial[0]) == Path(path) else None
+
     def checkpoint_state(self) -> dict[str, Any]:
         """Everything a resumed run needs; with several processes a collective call, complete on rank 0."""
         model_sd, optim_sd = distributed.full_state_dicts(self.model, self.optimizer, self.dist)
@@ -113,7 +147,7 @@ class Trainer:
             "version": ckpt.FORMAT_VERSION,
             "cfg": OmegaConf.to_container(self.cfg, resolve=True),
             "model": model_sd,
-            "optimizer": optim_sd,
+            "optimizer": optim_sd if self.cfg.checkpoint.save_optimizer_state else None,
             "lr_scheduler": self.scheduler.state_dict(),
             "trainer": dict(vars(self.state)),
             "rng": rng,
@@ -138,11 +172,22 @@ class Trainer:
         names.append("checkpoint_last.pt")
         start = time.perf_counter()
         state = self.checkpoint_state()
-        if self.dist.is_main:
-            ckpt.save_atomic(state, [self.save_dir / n for n in names])
+        paths = [self.save_dir / n for n in names]
+        if self.dist.is_main and cc.background_save:
+            epoch, updates = s.epoch, s.num_updates
+
+            def written() -> None:
+                secs = self.saver.last_write_seconds
+                log.info("saved %s (epoch %d, %d updates) in %.1fs", ", ".join(names), epoch, updates, secs)
+                ckpt.prune(self.save_dir, cc.keep_interval_updates, cc.keep_last_epochs)
+
+            blocked = self.saver.save(state, paths, written)
+            log.info("writing %s in the background (training waited %.1fs)", ", ".join(names), blocked)
+        elif self.dist.is_main:
+            ckpt.save_atomic(state, paths)
         distributed.barrier(self.dist)
         self._saved_at = s.num_updates
-        if not self.dist.is_main:
+        if not self.dist.is_main or cc.background_save:
             return
         log.info(
             "saved %s (epoch %d, %d updates) in %.1fs",
@@ -160,8 +205,10 @@ class Trainer:
         if not path.is_absolute():
             path = self.save_dir / path
         if path.is_file():
-            state = ckpt.load(path)
+            state = self.take_initial(path) or ckpt.load(path)
             optim_sd = None if cc.reset_optimizer else state["optimizer"]
+            if optim_sd is None and not cc.reset_optimizer:
+                log.warning("%s has no optimizer state (checkpoint.save_optimizer_state=false): it starts afresh", path)
             distributed.load_full_state_dicts(self.model, self.optimizer, state["model"], optim_sd, self.dist)
             if not cc.reset_lr_scheduler:
                 self.scheduler.load_state_dict(state["lr_scheduler"])
@@ -188,7 +235,10 @@ class Trainer:
             from runner.fairseq_import import finetune_weights  # ours as saved, or a fairseq file converted
 
             dictionary = getattr(self.task, "source_dictionary", None)
-            weights = finetune_weights(cc.finetune_from_model, self.cfg.model, dictionary)
+            initial = self.take_initial(cc.finetune_from_model)
+            weights = (
+                initial["model"] if initial else finetune_weights(cc.finetune_from_model, self.cfg.model, dictionary)
+            )
             distributed.load_full_state_dicts(self.model, None, weights, None, self.dist)
             log.info("fine-tuning from %s (optimizer, scheduler and counters start fresh)", cc.finetune_from_model)
 
@@ -412,6 +462,7 @@ class Trainer:
             s.epoch, s.batch_offset = s.epoch + 1, 0
         if self._saved_at != self.state.num_updates:
             self.save(end_of_epoch=False, improved=False)  # checkpoint_last holds the final weights
+        self.saver.wait()  # the last checkpoint is on disk before train() returns
         self.preemption.close()
         log.info(
             "done training: epoch %d, %d updates, best %s %s",
@@ -439,5 +490,6 @@ class Trainer:
         if save or improved or stop or preempted:
             self.save(end_of_epoch=False, improved=improved)
         if preempted:
+            self.saver.wait()  # the requeued job resumes from this checkpoint: it must be complete
             self.preemption.hand_over()  # under submitit: requeue this job and exit; the re-run resumes
         return stop

@@ -117,6 +117,8 @@ def prepare_corpus(
             **{k: getattr(vocab, k) for k in ("spm_model", "dict_path", "vocab_size", "spm_model_type")},
             "character_coverage": vocab.character_coverage,
             "user_defined_symbols": list(user_defined_symbols),
+            **({"spm_options": dict(vocab.spm_options)} if vocab.spm_options else {}),
+            **({"dict_from_spm": True} if vocab.dict_from_spm else {}),
         },
     }
     manifest_path = data_bin / "manifest.json"
@@ -157,10 +159,13 @@ def _build(
             vocab.spm_model_type,
             vocab.character_coverage,
             user_defined_symbols,
+            dict(vocab.spm_options),
         )
     pieces = {split: [[tok.encode(line) for line in side] for side in sides] for split, sides in texts.items()}
     if vocab.dict_path:
         dictionary = Dictionary.load(vocab.dict_path)
+    elif vocab.dict_from_spm:
+        dictionary = dictionary_from_spm(tok)
     else:
         counts: Counter[str] = Counter()
         for side in pieces[first]:
@@ -184,6 +189,17 @@ def _build(
                 top_unknown=[w for w, _ in unknown.most_common(5)],
             )
     return stats
+
+
+def dictionary_from_spm(tok: SentencePieceTokenizer, count: int = 100) -> Dictionary:
+    """The sentencepiece vocabulary in id order without its control/unknown pieces, ``count`` each, as NTT's
+    ``sp_oall_32k.txt``: with two special pieces first, fairseq id = sentencepiece id + 2."""
+    d = Dictionary()
+    sp = tok.sp
+    for i in range(sp.GetPieceSize()):
+        if not (sp.IsControl(i) or sp.IsUnknown(i)):
+            d.add_symbol(sp.IdToPiece(i), count)
+    return d
 
 
 def check_unknowns(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Optional
 
 import sentencepiece as spm
 
@@ -41,8 +42,10 @@ class SentencePieceTokenizer:
         model_type: str = "unigram",
         character_coverage: float = 0.9995,
         user_defined_symbols: Sequence[str] = (),
+        options: Optional[Mapping[str, object]] = None,
     ) -> SentencePieceTokenizer:
-        """Train a model on ``sentences`` and save it at ``out_path``."""
+        """Train a model on ``sentences`` and save it at ``out_path``; ``options`` are further trainer flags (e.g. the
+        special ids of a vocabulary convention)."""
         buf = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
@@ -54,6 +57,7 @@ class SentencePieceTokenizer:
                 user_defined_symbols=list(user_defined_symbols),
                 num_threads=1,  # deterministic across machines
                 minloglevel=2,
+                **dict(options or {}),
             )
         except RuntimeError as e:
             raise DataError(f"training a sentencepiece model for {out_path} failed: {e}") from None

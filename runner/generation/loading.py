@@ -102,7 +102,7 @@ def load_model(
 
         state = read_exported(path)
     else:
-        state = ckpt.load(path)
+        state = ckpt.load(path, mmap=True)  # weights paged in from the file, never held twice
     if "cfg" not in state or "task_state" not in state:
         raise ckpt.CheckpointError(f"{path}: has no 'cfg'/'task_state': not written by `python -m runner`")
     cfg = OmegaConf.create(state["cfg"])
@@ -125,13 +125,11 @@ def load_model(
     tokenizer = SentencePieceTokenizer(spm_path)
     pad = dictionary.pad()
     if kind == LANGUAGE_MODEL:
-        model = instantiate(cfg.model, vocab_size=len(dictionary), padding_idx=pad)
+        sizes = {"vocab_size": len(dictionary)}
     else:
-        model = instantiate(cfg.model, src_vocab_size=len(dictionary), tgt_vocab_size=len(dictionary), padding_idx=pad)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise ckpt.CheckpointError(f"{path}: weights do not fit the model its config builds: {e}") from None
+        sizes = {"src_vocab_size": len(dictionary), "tgt_vocab_size": len(dictionary)}
+    # built on the meta device, taking the checkpoint's tensors: no random weights first
+    model = ckpt.build_with_weights(lambda: instantiate(cfg.model, padding_idx=pad, **sizes), state["model"], path)
     device = torch.device("cuda" if torch.cuda.is_available() and not cpu else "cpu")
     model = model.to(device)
     if bf16:
