@@ -38,6 +38,10 @@ VOCAB = 32002
 
 
 def peak_rss_gb() -> float:
+    """This process's peak RSS: VmHWM (ru_maxrss would carry the parent's peak into a forked phase)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
