@@ -87,6 +87,9 @@ def read_examples(loaded: Any, cfg: GenerateConfig) -> list[Example]:
     examples = []
     for i, line in enumerate(sources):
         where = f"{src_path}, line {i + 1}"
+        if loaded.source is not None:  # not text (a plug-in task's images, say): the task reads it
+            examples.append(Example(i, line, references[i], loaded.source.read(line, data, where)))
+            continue
         warn_empty(line, where)
         ids = fit_source(loaded.encode(line), max_src, cfg.long_inputs, where, eos)
         examples.append(Example(i, line, references[i], ids))
@@ -119,7 +122,7 @@ def make_batches(examples: list[Example], cfg: GenerateConfig) -> list[list[Exam
     from runner.data.batching import batch_by_size
 
     todo = [e for e in examples if e.ids is not None]
-    sizes = np.array([e.ids.numel() for e in todo], dtype=np.int64)
+    sizes = np.array([len(e.ids) for e in todo], dtype=np.int64)
     order = np.argsort(-sizes, kind="stable")
     if not len(todo):
         return []
@@ -153,12 +156,17 @@ def generate(loaded: Any, cfg: GenerateConfig, out: TextIO, results: Optional[Te
 
     emit([format_output(loaded, e, []) for e in examples if e.ids is None])
     for batch in make_batches(examples, cfg):
-        src = collate_tokens([e.ids for e in batch], d.pad(), left_pad=True).to(loaded.device)
+        lengths = {}  # a source that is not token ids (loaded.source) states its lengths
+        if loaded.source is None:
+            src = collate_tokens([e.ids for e in batch], d.pad(), left_pad=True).to(loaded.device)
+        else:
+            src = loaded.source.collate([e.ids for e in batch]).to(loaded.device)
+            lengths["src_lengths"] = torch.tensor([len(e.ids) for e in batch], device=loaded.device)
         prefix = None
         if cfg.generation.prefix_size > 0:
             refs = [loaded.encode(e.reference or "")[: cfg.generation.prefix_size] for e in batch]
             prefix = collate_tokens(refs, d.pad(), left_pad=False)
-        hyps: list[list[Hypothesis]] = generator.generate(src, prefix)
+        hyps: list[list[Hypothesis]] = generator.generate(src, prefix, **lengths)
         emit([format_output(loaded, e, h) for e, h in zip(batch, hyps)])
     if loaded.device.type == "cuda":
         torch.cuda.synchronize()
@@ -211,7 +219,9 @@ def run(cfg: GenerateConfig, out: TextIO = sys.stdout) -> GenerateResult:
     check_policy(cfg.long_inputs)
     if cfg.common.threads > 0:
         torch.set_num_threads(cfg.common.threads)
-    loaded = load_model(cfg.path, (SEQ2SEQ,), cfg.spm_model, cfg.common.cpu, cfg.common.bf16, "runner.generate")
+    loaded = load_model(
+        cfg.path, (SEQ2SEQ,), cfg.spm_model, cfg.common.cpu, cfg.common.bf16, "runner.generate", cfg.user_dir
+    )
     results_dir = Path(cfg.results_path) if cfg.results_path else None
     results_file = None
     if results_dir is not None:
@@ -242,10 +252,11 @@ def main(cfg: DictConfig) -> None:
     from runner.checkpoint import CheckpointError
     from runner.data.text import DataError
     from runner.generation.scoring import ScoringError
+    from runner.plugins import PluginError
 
     try:
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (DataError, CheckpointError, ScoringError, ValueError) as e:
+    except (DataError, CheckpointError, ScoringError, PluginError, ValueError) as e:
         log.error("%s", e)
         sys.exit(1)
 

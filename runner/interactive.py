@@ -164,6 +164,13 @@ def run(cfg: InteractiveConfig, out: TextIO = sys.stdout) -> Chat:
     if cfg.common.threads > 0:
         torch.set_num_threads(cfg.common.threads)
     loaded = load_model(cfg.path, (SEQ2SEQ,), cfg.spm_model, cfg.common.cpu, cfg.common.bf16, "runner.interactive")
+    if loaded.source is not None:  # a plug-in task whose inputs are not text (images, say)
+        from runner.checkpoint import CheckpointError
+
+        raise CheckpointError(
+            f"{cfg.path}: task {loaded.task_name} does not take text input; runner.interactive reads text "
+            "(use runner.generate with the task's own input files)"
+        )
     chat = Chat(loaded, cfg)
     if chat.history is not None:
         log.info("dialog mode: keeping the last %d turns (type %s to clear them)", cfg.history.turns, RESET)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from runner.checkpoint import CheckpointError
 from runner.config import CONF_DIR
 from runner.data.text import DataError
+from runner.plugins import PluginError, load_plugins
 
 log = logging.getLogger("runner.train")
 
@@ -24,6 +25,7 @@ def train(cfg: DictConfig) -> dict:
     from runner.trainer import Trainer  # torch is imported here, not at --help / --cfg time
 
     log.info("config:\n%s", OmegaConf.to_yaml(cfg))
+    load_plugins(cfg)  # user_dir on sys.path; every _target_ imported, a broken plug-in named by file and line
     task = instantiate(cfg.task)
     with tracked(cfg) as tracker:  # MLflow (imported lazily); finished as FINISHED, FAILED or KILLED
         return Trainer(cfg, task, tracker=tracker).train()
@@ -34,7 +36,7 @@ def main(cfg: DictConfig) -> float | None:
     """The Hydra entry point; returns the best validation metric (what a sweeper minimises)."""
     try:
         return train(cfg)["best"]
-    except (DataError, CheckpointError) as e:
+    except (DataError, CheckpointError, PluginError) as e:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # the launcher reports it with the job's overrides; exiting here would end the whole sweep
         log.error("%s", e)  # a clear one-line message instead of a traceback

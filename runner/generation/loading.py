@@ -20,6 +20,7 @@ from runner import checkpoint as ckpt
 from runner.data.text import DataError
 from runner.data.tokenizer import SentencePieceTokenizer
 from runner.dictionary import Dictionary
+from runner.plugins import load_plugins, locate
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class LoadedModel:
     tokenizer: SentencePieceTokenizer
     kind: str  # SEQ2SEQ or LANGUAGE_MODEL
     device: torch.device
+    # A source that is not text (e.g. images): the task class's ``inference_source(task_cfg)``, an object with
+    # ``read(line, data_dir, where) -> Tensor`` (first dim: source positions) and ``collate(list) -> batch``.
+    source: Optional[Any] = None
 
     @property
     def task_name(self) -> str:
@@ -93,6 +97,7 @@ def load_model(
     cpu: bool = False,
     bf16: bool = False,
     purpose: str = "this command",
+    user_dir: Any = None,
 ) -> LoadedModel:
     """Load ``path`` (a checkpoint, or an exported folder) for inference; ``expect`` lists the model kinds
     ``purpose`` can use."""
@@ -106,6 +111,7 @@ def load_model(
     if "cfg" not in state or "task_state" not in state:
         raise ckpt.CheckpointError(f"{path}: has no 'cfg'/'task_state': not written by `python -m runner`")
     cfg = OmegaConf.create(state["cfg"])
+    load_plugins(cfg, user_dir, keys=("task", "model"))  # plug-in models: importable, or a clear PluginError
     kind = model_kind(cfg)
     task = cfg.task.get("_target_", "?")
     if kind not in expect:
@@ -136,4 +142,6 @@ def load_model(
         model = model.to(torch.bfloat16)
     model.eval()
     log.info("loaded %s (%s, %d symbols) on %s", path, task, len(dictionary), device)
-    return LoadedModel(path, cfg, state, model, dictionary, tokenizer, kind, device)
+    source_hook = getattr(locate(task), "inference_source", None) if task != "?" else None
+    source = source_hook(cfg.task) if source_hook is not None else None
+    return LoadedModel(path, cfg, state, model, dictionary, tokenizer, kind, device, source)

@@ -91,13 +91,20 @@ class SequenceGenerator:
         return lens.clamp(min=0, max=self.max_target_positions - 1)
 
     @torch.inference_mode()
-    def generate(self, src_tokens: Tensor, prefix_tokens: Optional[Tensor] = None) -> list[list[Hypothesis]]:
-        """The ``nbest`` best hypotheses of every row of ``src_tokens`` [B, S] (left-padded), best first."""
+    def generate(
+        self, src_tokens: Tensor, prefix_tokens: Optional[Tensor] = None, src_lengths: Optional[Tensor] = None
+    ) -> list[list[Hypothesis]]:
+        """The ``nbest`` best hypotheses of every row of ``src_tokens`` [B, S] (left-padded), best first.
+
+        A source that is not token ids (e.g. images [B, 3, H, W]) comes with its ``src_lengths`` [B].
+        """
         c = self.cfg
         self.model.eval()
         bsz, k = src_tokens.size(0), c.beam
         device = src_tokens.device
-        max_lens = self.max_lengths(src_tokens.ne(self.pad).sum(1)).to(device)
+        if src_lengths is None:
+            src_lengths = src_tokens.ne(self.pad).sum(1)
+        max_lens = self.max_lengths(src_lengths).to(device)
         steps = int(max_lens.max())
         rows = torch.arange(bsz, device=device).repeat_interleave(k)  # sentence of each row
         encoder_out = self.model.encoder(src_tokens)

@@ -1,0 +1,1 @@
+"""Example plug-in: focal loss, selectable as ``criterion=focal`` (with ``criterion.gamma``)."""
