@@ -375,7 +375,16 @@ class Trainer:
         return [batches[i] for i in order]
 
     def train(self) -> dict[str, Any]:
-        """Train until a stopping condition; returns the final state as a dict."""
+        """Train until a stopping condition; returns the final state as a dict.
+
+        However training ends (an error included), a checkpoint being written in the background is completed first.
+        """
+        try:
+            return self._train()
+        finally:
+            self.saver.wait()
+
+    def _train(self) -> dict[str, Any]:
         self.restore()
         self.preemption = PreemptionGuard()
         if self.tracker:
