@@ -4,7 +4,8 @@
 
 For each arch a fresh process builds the real Trainer (same config path as ``python -m runner``), runs warm-up
 updates, then times ``--updates`` real updates (forward, backward, clip, Adam). FLOPs per update are counted by
-``torch.utils.flop_counter.FlopCounterMode`` on an actual update (matmuls, attention, forward and backward), and MFU
+``torch.utils.flop_counter.FlopCounterMode`` over the very updates that are timed (matmuls, attention, forward and
+backward; padding positions included, and their share printed), and MFU
 divides achieved FLOP/s by the dense fp32 matmul FLOP/s of this machine measured in the same run (before and after
 the models, best of several large ``torch.mm``), so the ratio holds on a shared, noisy machine.
 """
@@ -68,15 +69,19 @@ def worker(arch: str, updates: int, max_tokens: int, data_bin: str, profile: boo
     chosen = [ds.collate(b) for b in batches[mid - updates // 2 : mid - updates // 2 + updates + 3]]
     for b in chosen[:3]:
         trainer.train_step([b])
+    # FLOPs actually executed (padding included) for exactly the batches that are timed, counted in a separate pass.
     with FlopCounterMode(display=False) as counter:
-        trainer.train_step([chosen[3]])
-    flops_per_token = counter.get_total_flops() / chosen[3]["ntokens"]
+        for b in chosen[3:]:
+            trainer.train_step([b])
+    flops = counter.get_total_flops()
     tokens = sum(b["ntokens"] for b in chosen[3:])
     src_tokens = sum(int(b["net_input"]["src_lengths"].sum()) for b in chosen[3:])
+    padded = sum(b["target"].numel() + b["net_input"]["src_tokens"].numel() for b in chosen[3:])
     t = time.perf_counter()
     for b in chosen[3:]:
         trainer.train_step([b])
     elapsed = time.perf_counter() - t
+    flops_per_token = flops / tokens
     result = {
         "arch": arch,
         "params": sum(p.numel() for p in trainer.model.parameters()),
@@ -86,6 +91,7 @@ def worker(arch: str, updates: int, max_tokens: int, data_bin: str, profile: boo
         "s_per_update": elapsed / updates,
         "flops_per_tgt_token": flops_per_token,
         "achieved_flops": flops_per_token * tokens / elapsed,
+        "padding_share": 1 - (tokens + src_tokens) / padded,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if profile:
@@ -124,12 +130,15 @@ def main() -> None:
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, dense fp32 matmul peak {peak / 1e9:.1f} GFLOP/s"
     )
-    print(f"{'arch':28} {'params':>11} {'tgt tok/s':>10} {'s/update':>9} {'GFLOP/s':>8} {'MFU':>6} {'peak RSS':>9}")
+    print(
+        f"{'arch':28} {'params':>11} {'tgt tok/s':>10} {'s/update':>9} {'GFLOP/s':>8} {'MFU':>6} {'padding':>8} "
+        f"{'peak RSS':>9}"
+    )
     for r in results:
         mfu = r["achieved_flops"] / peak
         print(
             f"{r['arch']:28} {r['params']:>11,} {r['tgt_tokens_per_s']:>10.0f} {r['s_per_update']:>9.2f} "
-            f"{r['achieved_flops'] / 1e9:>8.1f} {mfu:>6.1%} {r['peak_rss_mb']:>7.0f}MB"
+            f"{r['achieved_flops'] / 1e9:>8.1f} {mfu:>6.1%} {r['padding_share']:>8.1%} {r['peak_rss_mb']:>7.0f}MB"
         )
         if "profile" in r:
             print(r["profile"])
