@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -17,6 +16,7 @@ from typing import Any, Optional
 import hydra
 from omegaconf import DictConfig
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR
 from runner.tracking import PARENT_FILE, resolve_uri
 
@@ -192,11 +192,8 @@ def compare(cfg: DictConfig) -> tuple[list[RunRow], str]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="compare")
 def main(cfg: DictConfig) -> None:
     """The Hydra entry point: print the table on stdout."""
-    try:
+    with bad_input_exits(CompareError):
         rows, table = compare(cfg)
-    except CompareError as e:
-        log.error("%s", e)
-        sys.exit(1)
     print(table if rows else "no runs match")
     print(f"\n{len(rows)} runs; best {cfg.sort} first")
 

@@ -9,7 +9,6 @@ Our tasks use one joined dictionary: separate source and target dictionaries mus
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, ConvertConfig
 
 log = logging.getLogger("runner.convert")
@@ -84,11 +84,8 @@ def main(cfg: DictConfig) -> None:
     from runner.dictionary import DictionaryFormatError
     from runner.fairseq_import import FairseqImportError
 
-    try:
+    with bad_input_exits(FairseqImportError, DictionaryFormatError, FileNotFoundError):
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (FairseqImportError, DictionaryFormatError, FileNotFoundError) as e:
-        log.error("%s", e)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, EvalLMConfig
 
 log = logging.getLogger("runner.eval_lm")
@@ -169,11 +170,8 @@ def main(cfg: DictConfig) -> None:
     from runner.checkpoint import CheckpointError
     from runner.data.text import DataError
 
-    try:
+    with bad_input_exits(DataError, CheckpointError, ValueError):
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (DataError, CheckpointError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -19,6 +18,7 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, ExportConfig
 
 log = logging.getLogger("runner.export")
@@ -114,11 +114,8 @@ def main(cfg: DictConfig) -> None:
     from runner.checkpoint import CheckpointError
 
     c: ExportConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    try:
+    with bad_input_exits(CheckpointError):
         export(c.path, c.output, c.spm_model)
-    except CheckpointError as e:
-        log.error("%s", e)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

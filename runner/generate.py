@@ -25,6 +25,7 @@ from typing import Any, Optional, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, GenerateConfig
 
 log = logging.getLogger("runner.generate")
@@ -254,11 +255,8 @@ def main(cfg: DictConfig) -> None:
     from runner.generation.scoring import ScoringError
     from runner.plugins import PluginError
 
-    try:
+    with bad_input_exits(DataError, CheckpointError, ScoringError, PluginError, ValueError):
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (DataError, CheckpointError, ScoringError, PluginError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

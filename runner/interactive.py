@@ -22,6 +22,7 @@ from typing import Any, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, DialogHistoryConfig, InteractiveConfig
 
 log = logging.getLogger("runner.interactive")
@@ -184,13 +185,8 @@ def main(cfg: DictConfig) -> None:
     from runner.checkpoint import CheckpointError
     from runner.data.text import DataError
 
-    try:
+    with bad_input_exits(DataError, CheckpointError, ValueError):
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (DataError, CheckpointError, ValueError) as e:
-        log.error("%s", e)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
 
 
 if __name__ == "__main__":

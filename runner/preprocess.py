@@ -7,12 +7,12 @@ before a sweep, with ``force=true`` to rebuild regardless of the cache.
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR
 from runner.data.text import DataError
 
@@ -21,12 +21,9 @@ log = logging.getLogger("runner.preprocess")
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="preprocess")
 def main(cfg: DictConfig) -> None:
-    try:
+    with bad_input_exits(DataError):
         task = instantiate(cfg.task)
         prepared = task.prepare(force=cfg.force)
-    except DataError as e:
-        log.error("%s", e)
-        sys.exit(1)
     log.info("prepared data in %s (dictionary: %d symbols)", prepared.data_bin, len(prepared.dictionary))
 
 

@@ -16,6 +16,7 @@ from typing import Optional, TextIO
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from runner.cli import bad_input_exits
 from runner.config import CONF_DIR, ScoreConfig
 
 log = logging.getLogger("runner.score")
@@ -55,11 +56,8 @@ def main(cfg: DictConfig) -> None:
     from runner.data.text import DataError
     from runner.generation.scoring import ScoringError
 
-    try:
+    with bad_input_exits(DataError, ScoringError):
         run(OmegaConf.to_object(cfg))  # type: ignore[arg-type]
-    except (DataError, ScoringError) as e:
-        log.error("%s", e)
-        sys.exit(1)
 
 
 if __name__ == "__main__":
