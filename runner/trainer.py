@@ -475,7 +475,7 @@ class Trainer:
         self.preemption.close()
         log.info(
             "done training: epoch %d, %d updates, best %s %s",
-            self.state.epoch,
+            self.state.epoch - (self.state.batch_offset == 0),  # the last epoch trained, not the next one
             self.state.num_updates,
             self.cfg.checkpoint.best_checkpoint_metric,
             self.state.best,

@@ -63,6 +63,18 @@ LAUNCHER = [
 ]
 
 
+def _submit(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start a sweep from the submitting side; it blocks until its SLURM jobs end (read with communicate())."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def _sweep_overrides(corpus: Path, data_bin: Path, *extra: str) -> list[str]:
     out = micro_overrides(corpus, data_bin, Path("unused"), *extra)
     drop = ("checkpoint.save_dir=", "common.meters_file=", "hydra.run.dir=")
@@ -79,14 +91,7 @@ def test_two_job_sweep_runs_on_slurm_with_the_config_frozen_at_submission(slurm,
         "+hydra.launcher.additional_parameters={begin: now+8}",  # jobs wait in the queue while conf/ changes
         *_sweep_overrides(corpus, data_bin, "optimization.max_update=3", "optimizer.lr=1e-3,5e-4"),
     ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=tmp_path,
-        env=slurm,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _submit(args, tmp_path, slurm)
     deadline = time.time() + 60
     while time.time() < deadline and not list(tmp_path.glob("multirun/*/*/.submitit/*")):
         time.sleep(0.5)
@@ -132,14 +137,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes_to_the_same_result(slurm
 
     args = ["-m", *LAUNCHER, *_sweep_overrides(corpus, data_bin, *extra, "common.threads=1")]
     args += ["+hydra.launcher.additional_parameters={requeue: true}"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runner", *args],
-        cwd=tmp_path,
-        env=slurm,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = _submit(args, tmp_path, slurm)
     meters = None
     deadline = time.time() + 300
     while time.time() < deadline:

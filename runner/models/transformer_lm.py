@@ -7,6 +7,7 @@ input block) and ``src_lengths``; the target is the same block shifted by one to
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Optional
 
 import torch.nn.functional as F
@@ -17,21 +18,9 @@ from runner.models.transformer import DecoderState, TransformerDecoder, _embeddi
 
 
 def _decoder_config(cfg: TransformerLMConfig) -> TransformerConfig:
-    """The decoder half of a TransformerConfig carrying the LM's settings."""
-    return TransformerConfig(
-        decoder_embed_dim=cfg.decoder_embed_dim,
-        decoder_ffn_embed_dim=cfg.decoder_ffn_embed_dim,
-        decoder_layers=cfg.decoder_layers,
-        decoder_attention_heads=cfg.decoder_attention_heads,
-        decoder_normalize_before=cfg.decoder_normalize_before,
-        decoder_learned_pos=cfg.decoder_learned_pos,
-        activation_fn=cfg.activation_fn,
-        dropout=cfg.dropout,
-        attention_dropout=cfg.attention_dropout,
-        activation_dropout=cfg.activation_dropout,
-        no_scale_embedding=cfg.no_scale_embedding,
-        max_target_positions=cfg.max_target_positions,
-    )
+    """The decoder half of a TransformerConfig carrying the LM's settings (every field the two schemas share)."""
+    shared = {f.name for f in fields(TransformerConfig)} & {f.name for f in fields(TransformerLMConfig)}
+    return TransformerConfig(**{name: getattr(cfg, name) for name in shared - {"_target_"}})
 
 
 class TransformerLanguageModel(nn.Module):
